@@ -1,0 +1,1 @@
+"""Monogram: the naive Instagram architecture as one aiohttp service."""

@@ -1,0 +1,46 @@
+"""Command line: `python -m app serve|migrate|local`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from app import logs
+from app.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the service against DATABASE_URL and S3_ENDPOINT_URL")
+    commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
+    commands.add_parser(
+        "local", help="start the embedded PostgreSQL and S3 where unset, migrate, then serve"
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    logs.configure(settings.log_level)
+
+    if args.command == "serve":
+        from app.main import serve
+
+        serve(settings)
+    elif args.command == "migrate":
+        from app.migrations import migrate
+
+        if not settings.database_url:
+            raise SystemExit("DATABASE_URL is not set")
+        asyncio.run(migrate(settings.database_url))
+    elif args.command == "local":
+        from app.localstack.runner import run_local
+
+        raise SystemExit(run_local(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The asyncpg pool, the named queries in sql/queries, and how an outage looks to callers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosql
+import asyncpg
+from aiohttp import web
+
+from app.errors import DatabaseBusy, DatabaseUnavailable
+from app.keys import DB_POOL, SETTINGS
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+# Loaded once at import: the parsed text of sql/queries/*.sql, never changed after.
+queries: Any = aiosql.from_path(SQL_DIR / "queries", "asyncpg")
+
+# What a stopped, restarting or unreachable server looks like from asyncpg.
+# Each means "try again shortly", so clients get 503, never 500.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError among them
+    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionFailureError,
+)
+
+
+async def open_pool(settings: Settings) -> asyncpg.Pool:
+    """A pool that opens connections on demand.
+
+    It holds none at start, so the service comes up (and /readyz says why it
+    is not ready) while PostgreSQL is still starting or is down.
+    """
+    assert settings.database_url, "DATABASE_URL must be set to open a pool"
+    pool = asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=settings.db_pool_max,
+        timeout=settings.db_connect_timeout,
+        command_timeout=settings.db_command_timeout,
+        max_inactive_connection_lifetime=60.0,
+        server_settings={"application_name": "monogram"},
+    )
+    return await pool
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[DB_POOL] = await open_pool(settings)
+    log.info("database pool ready", extra={"pool_max": settings.db_pool_max})
+    yield
+    await app[DB_POOL].close()
+
+
+@asynccontextmanager
+async def connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, or DatabaseBusy/DatabaseUnavailable quickly: never a hang."""
+    pool = app[DB_POOL]
+    try:
+        conn = await pool.acquire(timeout=app[SETTINGS].db_acquire_timeout)
+    except TimeoutError:
+        raise DatabaseBusy("every database connection is busy, try again shortly") from None
+    except UNAVAILABLE_ERRORS as exc:
+        raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)

@@ -1,0 +1,52 @@
+"""Liveness and readiness, for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from aiohttp import web
+
+from app import db
+from app.http import error_response, json_response
+from app.keys import SETTINGS, STORAGE
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    timeout = request.app[SETTINGS].readiness_timeout
+    postgresql, s3 = await asyncio.gather(
+        _probe(_check_database(request.app), timeout),
+        _probe(request.app[STORAGE].check(), timeout),
+    )
+    checks = {"postgresql": postgresql, "s3": s3}
+    failed = [name for name, outcome in checks.items() if outcome != "ok"]
+    if not failed:
+        return json_response({"status": "ready", "checks": checks})
+    return error_response(
+        503,
+        "not_ready",
+        f"not ready: {' and '.join(failed)} unavailable",
+        headers={"Retry-After": "1"},
+        extra={"checks": checks},
+    )
+
+
+async def _check_database(app: web.Application) -> None:
+    async with db.connection(app) as conn:
+        await db.queries.ping(conn)
+
+
+async def _probe(check: Awaitable[None], seconds: float) -> str:
+    """ "ok", or what went wrong in a few words (never a message that could hold a secret)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await check
+    except TimeoutError:
+        return f"no answer within {seconds:g}s"
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}"
+    return "ok"

@@ -1,0 +1,180 @@
+"""An embedded PostgreSQL 16, from the binaries the `pgserver` wheel ships.
+
+We drive pg_ctl ourselves instead of using pgserver's server object, so the
+server listens on a TCP port of 127.0.0.1 only (the same URL shape as a real
+deployment), has a password, and stops exactly when we say.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _bin_dir() -> Path:
+    # Found without importing pgserver: its import has side effects (a runtime
+    # directory, a warning) that we do not want.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pgserver is not installed: `make run` installs it")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+BIN_DIR = _bin_dir()
+DATABASE = "monogram"
+SUPERUSER = "postgres"
+# PostgreSQL refuses to run as root; as root, pgserver's own service user runs it.
+SERVICE_USER = "pgserver"
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        # Tests trade crash safety for speed; `make run` keeps it.
+        self.durable = durable
+        self._password_file = self.data_dir.parent / f"{self.data_dir.name}.password"
+        self._as_root = os.geteuid() == 0
+
+    @property
+    def dsn(self) -> str:
+        password = self._password_file.read_text().strip()
+        return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def start(self) -> None:
+        first_start = not (self.data_dir / "PG_VERSION").exists()
+        if first_start:
+            self._init()
+        elif self.is_running():
+            # Left running by a run that was killed: stop it, so the settings below apply.
+            log.warning("stopping a PostgreSQL left running in %s", self.data_dir)
+            self.stop()
+        options = [
+            "-c listen_addresses=127.0.0.1",
+            f"-c port={self.port}",
+            "-c unix_socket_directories=''",
+            "-c max_connections=100",
+        ]
+        if not self.durable:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        self._pg_ctl(
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            " ".join(options),
+        )
+        if first_start:
+            self._run(
+                BIN_DIR / "createdb",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                DATABASE,
+                password=True,
+            )
+        log.info("postgresql running", extra={"port": self.port, "data_dir": str(self.data_dir)})
+
+    def stop(self) -> None:
+        if self.is_running():
+            self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
+            log.info("postgresql stopped", extra={"data_dir": str(self.data_dir)})
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        status = subprocess.run(
+            [BIN_DIR / "pg_ctl", "status", "-D", self.data_dir],
+            capture_output=True,
+            check=False,
+            **self._identity(),
+        )
+        return status.returncode == 0
+
+    def _init(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._password_file.write_text(secrets.token_urlsafe(24))
+        self._password_file.chmod(0o600)
+        if self._as_root:
+            self._give_to_service_user()
+        self._run(
+            BIN_DIR / "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--auth-local=scram-sha-256",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={self._password_file}",
+        )
+
+    def _give_to_service_user(self) -> None:
+        try:
+            pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", SERVICE_USER], check=True)
+        # The service user must be able to walk down to its data directory.
+        for parent in self.data_dir.parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
+        for path in (self.data_dir, self._password_file):
+            shutil.chown(path, user=SERVICE_USER)
+
+    def _identity(self) -> dict[str, Any]:
+        """subprocess arguments that drop root: the service user, its group, no others."""
+        if not self._as_root:
+            return {}
+        entry = pwd.getpwnam(SERVICE_USER)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(BIN_DIR / "pg_ctl", "-D", str(self.data_dir), *args)
+
+    def _run(self, *argv: str | Path, password: bool = False) -> None:
+        env = (
+            {**os.environ, "PGPASSWORD": self._password_file.read_text().strip()}
+            if password
+            else None
+        )
+        result = subprocess.run(
+            argv,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            # pg_ctl's child keeps its stdout open: never wait on pipes it inherits.
+            stdin=subprocess.DEVNULL,
+            **self._identity(),
+        )
+        if result.returncode != 0:
+            tail = _tail(self.data_dir / "server.log")
+            name = Path(argv[0]).name
+            raise RuntimeError(
+                f"{name} failed ({result.returncode}): {result.stderr.strip()}\n{tail}"
+            )
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,151 @@
+"""`make run`: the embedded stack and the service, started in order and stopped in reverse.
+
+PostgreSQL starts unless DATABASE_URL is set, moto unless S3_ENDPOINT_URL is
+set; the schema is migrated; then the service runs as a child process with
+the same environment a real deployment would give it. Ctrl-C (or SIGTERM)
+stops the service, takes a last copy of the S3 objects, then stops moto and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from app.localstack.postgres import EmbeddedPostgres
+from app.localstack.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, BucketMirror, EmbeddedS3
+from app.migrations import migrate
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 60.0
+
+
+def run_local(settings: Settings) -> int:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            log.info("stopping on %s", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    local_dir = settings.local_dir.resolve()
+    local_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        if not settings.database_url:
+            postgres = EmbeddedPostgres(local_dir / "postgres", settings.local_pg_port)
+            stack.callback(postgres.stop)
+            postgres.start()
+            settings = settings.with_overrides(database_url=postgres.dsn)
+        if not settings.s3_endpoint_url:
+            settings = _start_s3(settings, local_dir, stack)
+        assert settings.database_url is not None
+        asyncio.run(migrate(settings.database_url))
+        if stopping.is_set():
+            return 0
+
+        service = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            env={**os.environ, **settings.to_env()},
+            stdin=subprocess.DEVNULL,
+        )
+        stack.callback(_stop_service, service, settings.shutdown_timeout)
+        url = f"http://{settings.host}:{settings.port}"
+        if not _wait_until_ready(url, service, stopping):
+            return 0 if stopping.is_set() else 1
+        print(f"\nMonogram is running at {url}  (Ctrl-C stops it)\n", flush=True)
+        while not stopping.wait(0.5):
+            if service.poll() is not None:
+                log.error("the service exited with %s", service.returncode)
+                return 1
+    return 0
+
+
+def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings:
+    s3 = EmbeddedS3(settings.local_s3_port)
+    stack.callback(s3.stop)
+    s3.start()
+    s3.create_bucket(settings.s3_bucket)
+    mirror = BucketMirror(s3.client(), settings.s3_bucket, local_dir / "s3" / settings.s3_bucket)
+    restored = mirror.restore()
+    log.info("s3 objects restored", extra={"objects": restored, "bucket": settings.s3_bucket})
+    syncer = _Every(settings.local_s3_sync_interval, mirror.sync)
+    # Runs before s3.stop: the last copy is taken after the service has stopped writing.
+    stack.callback(syncer.stop_after_last_run)
+    syncer.start()
+    return settings.with_overrides(
+        s3_endpoint_url=s3.endpoint_url,
+        s3_access_key_id=ACCESS_KEY_ID,
+        s3_secret_access_key=SECRET_ACCESS_KEY,
+    )
+
+
+def _wait_until_ready(
+    url: str, service: subprocess.Popen[bytes], stopping: threading.Event
+) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline and not stopping.is_set():
+        if service.poll() is not None:
+            log.error("the service exited with %s before it was ready", service.returncode)
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        stopping.wait(0.2)
+    if not stopping.is_set():
+        log.error("the service was not ready within %ss", READY_TIMEOUT)
+    return False
+
+
+def _stop_service(service: subprocess.Popen[bytes], grace: float) -> None:
+    if service.poll() is None:
+        service.send_signal(signal.SIGTERM)
+    try:
+        service.wait(timeout=grace + 5)
+    except subprocess.TimeoutExpired:
+        log.warning("the service did not stop within %ss; killing it", grace + 5)
+        service.kill()
+        service.wait()
+
+
+class _Every(threading.Thread):
+    """Calls `work` every `interval` seconds until stopped, then once more."""
+
+    def __init__(self, interval: float, work: Callable[[], None]) -> None:
+        super().__init__(name="s3-mirror", daemon=True)
+        self.interval = interval
+        self.work = work
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self._run_once()
+
+    def stop_after_last_run(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self._run_once()
+
+    def _run_once(self) -> None:
+        try:
+            self.work()
+        except Exception:
+            log.exception("s3 mirror: copy failed; will try again")

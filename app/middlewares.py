@@ -1,0 +1,86 @@
+"""Request ids on everything, and one error shape for every failure."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from app.db import UNAVAILABLE_ERRORS
+from app.errors import AppError, DatabaseUnavailable
+from app.http import error_response
+from app.keys import REQUEST_ID, REQUEST_STARTED
+from app.logs import current_request_id
+
+log = logging.getLogger(__name__)
+
+# A client's id is echoed into headers and logs, so only a short, plain one is taken.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# Codes for the HTTP errors aiohttp raises itself (router, body limits).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[REQUEST_STARTED] = time.perf_counter()
+    sent = request.headers.get("X-Request-ID", "")
+    request_id = sent if _CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    token = current_request_id.set(request_id)
+    try:
+        response = await handler(request)
+    finally:
+        current_request_id.reset(token)
+    response.headers["X-Request-ID"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _from_http_exception(exc)
+    except AppError as exc:
+        return _from_app_error(exc)
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return _from_app_error(
+            DatabaseUnavailable("the database is unavailable, try again shortly")
+        )
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "something went wrong on our side")
+
+
+def _from_app_error(exc: AppError) -> web.Response:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return error_response(exc.status, exc.code, exc.message, headers=headers)
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    headers = {
+        k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")
+    }
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    message = exc.reason if exc.text is None or exc.text.startswith(f"{exc.status}:") else exc.text
+    return error_response(exc.status, code, message, headers=headers)

@@ -1,0 +1,218 @@
+"""Settings, read once from the environment and passed to `create_app`.
+
+Every environment variable the project reads is a field here, with its
+default and a one-line description; README.md documents the same table, and
+a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _env(name: str, doc: str, **kwargs: Any) -> Any:
+    return field(metadata={"env": name, "doc": doc}, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = _env("HOST", "address the service listens on", default="127.0.0.1")
+    port: int = _env("PORT", "port the service listens on", default=8080)
+    log_level: str = _env("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", default="INFO")
+    shutdown_timeout: float = _env(
+        "SHUTDOWN_TIMEOUT",
+        "seconds in-flight requests get to finish after SIGTERM",
+        default=20.0,
+    )
+
+    database_url: str | None = _env(
+        "DATABASE_URL",
+        "PostgreSQL to use; unset: `make run` starts the embedded one under LOCAL_DIR",
+        default=None,
+        repr=False,
+    )
+    db_max_connections: int = _env(
+        "DB_MAX_CONNECTIONS",
+        "the server's max_connections, shared by every service process",
+        default=100,
+    )
+    db_reserved_connections: int = _env(
+        "DB_RESERVED_CONNECTIONS",
+        "connections kept free for migrations, psql and monitoring",
+        default=10,
+    )
+    service_processes: int = _env(
+        "SERVICE_PROCESSES",
+        "how many service processes share the database; each pool gets an equal share",
+        default=1,
+    )
+    db_acquire_timeout: float = _env(
+        "DB_ACQUIRE_TIMEOUT",
+        "seconds a request waits for a pooled connection before it gets 503",
+        default=1.0,
+    )
+    db_connect_timeout: float = _env(
+        "DB_CONNECT_TIMEOUT", "seconds to open one new database connection", default=2.0
+    )
+    db_command_timeout: float = _env(
+        "DB_COMMAND_TIMEOUT", "seconds one SQL statement may run", default=5.0
+    )
+
+    s3_endpoint_url: str | None = _env(
+        "S3_ENDPOINT_URL",
+        "S3 endpoint; unset: `make run` starts moto on LOCAL_S3_PORT "
+        "(for AWS itself set e.g. https://s3.us-east-1.amazonaws.com)",
+        default=None,
+    )
+    s3_bucket: str = _env("S3_BUCKET", "bucket for originals and thumbnails", default="monogram")
+    s3_region: str = _env("S3_REGION", "the bucket's region", default="us-east-1")
+    s3_access_key_id: str | None = _env(
+        "S3_ACCESS_KEY_ID",
+        "access key; unset: botocore's usual chain (AWS_* variables, profile, instance role)",
+        default=None,
+    )
+    s3_secret_access_key: str | None = _env(
+        "S3_SECRET_ACCESS_KEY", "secret key matching S3_ACCESS_KEY_ID", default=None, repr=False
+    )
+    s3_public_base_url: str | None = _env(
+        "S3_PUBLIC_BASE_URL",
+        "prefix of the image URLs handed to clients; unset: S3_ENDPOINT_URL/S3_BUCKET",
+        default=None,
+    )
+    s3_timeout: float = _env(
+        "S3_TIMEOUT", "seconds for one S3 connect or read before it fails", default=5.0
+    )
+    readiness_timeout: float = _env(
+        "READINESS_TIMEOUT",
+        "seconds /readyz waits for PostgreSQL and S3 before answering 503",
+        default=1.0,
+    )
+
+    local_dir: Path = _env(  # noqa: RUF009 (a Path is immutable)
+        "LOCAL_DIR",
+        "where the embedded stack keeps PostgreSQL's data, S3 objects and secrets",
+        default=Path(".local"),
+    )
+    local_pg_port: int = _env(
+        "LOCAL_PG_PORT", "port of the embedded PostgreSQL (127.0.0.1 only)", default=55432
+    )
+    local_s3_port: int = _env(
+        "LOCAL_S3_PORT", "port of the embedded S3 (moto, 127.0.0.1 only)", default=9000
+    )
+    local_s3_sync_interval: float = _env(
+        "LOCAL_S3_SYNC_INTERVAL",
+        "seconds between copies of the embedded S3's objects to LOCAL_DIR",
+        default=2.0,
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"PORT must be 1-65535, not {self.port}")
+        if self.service_processes < 1:
+            raise SettingsError("SERVICE_PROCESSES must be at least 1")
+        if self.db_pool_max < 1:
+            raise SettingsError(
+                "DB_MAX_CONNECTIONS minus DB_RESERVED_CONNECTIONS leaves no connection "
+                f"for each of the {self.service_processes} service processes"
+            )
+        for name in (
+            "db_acquire_timeout",
+            "db_connect_timeout",
+            "db_command_timeout",
+            "s3_timeout",
+            "readiness_timeout",
+            "shutdown_timeout",
+            "local_s3_sync_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{_env_name(name)} must be a positive number of seconds")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise SettingsError(
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"
+            )
+
+    @property
+    def db_pool_max(self) -> int:
+        """This process's share of the server's connections.
+
+        N processes times this never exceeds max_connections minus the reserve.
+        """
+        usable = self.db_max_connections - self.db_reserved_connections
+        return usable // self.service_processes
+
+    @property
+    def public_base_url(self) -> str:
+        if self.s3_public_base_url:
+            return self.s3_public_base_url.rstrip("/")
+        endpoint = self.s3_endpoint_url or f"https://s3.{self.s3_region}.amazonaws.com"
+        return f"{endpoint.rstrip('/')}/{self.s3_bucket}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.metadata["env"], raw, f.default)
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables, for a child process."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[f.metadata["env"]] = str(value)
+        return env
+
+
+def _env_name(field_name: str) -> str:
+    by_name = {f.name: f.metadata["env"] for f in dataclasses.fields(Settings)}
+    return str(by_name[field_name])
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {type(default).__name__}, not {raw!r}") from None
+    return raw
+
+
+def env_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, in declaration order."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = "unset" if f.default is None else str(f.default)
+        rows.append((f.metadata["env"], default, f.metadata["doc"]))
+    return rows
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,3 @@
+-- name: ping()$
+-- Cheapest round trip that proves a connection works.
+SELECT 1;

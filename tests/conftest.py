@@ -1,0 +1,120 @@
+"""Fixtures: a real PostgreSQL (pgserver's binaries) and a real S3 endpoint (moto server over HTTP).
+
+Both start once per session on free ports of 127.0.0.1. Each test gets clean
+tables and a bucket of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from app.localstack.postgres import EmbeddedPostgres
+from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, EmbeddedS3
+from app.main import create_app
+from app.migrations import migrate
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "images"
+
+AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(
+        tmp_path_factory.mktemp("postgres") / "data", free_port(), durable=False
+    )
+    server.start()
+    try:
+        asyncio.run(migrate(server.dsn))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of the test's own, free to be stopped and restarted."""
+    server = EmbeddedPostgres(tmp_path / "pgdata", free_port(), durable=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[EmbeddedS3]:
+    server = EmbeddedS3(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str) -> Settings:
+    """Settings as `make run` would hand them to the service, pointed at the test servers."""
+    return Settings.from_env(
+        {
+            "DATABASE_URL": postgres.dsn,
+            "S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "S3_BUCKET": bucket,
+            "S3_REGION": REGION,
+            "S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+        }
+    )
+
+
+@pytest.fixture
+async def clean_database(postgres: EmbeddedPostgres) -> str:
+    """The test database with every table emptied (the migration record kept)."""
+    conn = await asyncpg.connect(postgres.dsn)
+    try:
+        tables = await conn.fetchval(
+            "SELECT string_agg(quote_ident(tablename), ', ') FROM pg_tables "
+            "WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+        )
+        await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+    return postgres.dsn
+
+
+@pytest.fixture
+def bucket(s3_server: EmbeddedS3) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_server.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def settings(
+    clean_database: str, postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str
+) -> Settings:
+    return settings_for(postgres, s3_server, bucket)
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> TestClient[web.Request, web.Application]:
+    return await aiohttp_client(create_app(settings))

@@ -1,0 +1,204 @@
+"""`make run`'s runner, as a user drives it: start, use, Ctrl-C, start again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+
+from app.localstack.postgres import EmbeddedPostgres
+from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
+from tests.conftest import ROOT, free_port
+
+START_TIMEOUT = 90
+
+
+class Stack:
+    def __init__(self, local_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.local_dir = local_dir
+        self.port, self.pg_port, self.s3_port = free_port(), free_port(), free_port()
+        self.extra_env = extra_env or {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def postgres(self) -> EmbeddedPostgres:
+        return EmbeddedPostgres(self.local_dir / "postgres", self.pg_port)
+
+    @contextmanager
+    def running(self) -> Iterator[subprocess.Popen[bytes]]:
+        env = {
+            **os.environ,
+            "LOCAL_DIR": str(self.local_dir),
+            "PORT": str(self.port),
+            "LOCAL_PG_PORT": str(self.pg_port),
+            "LOCAL_S3_PORT": str(self.s3_port),
+            "LOCAL_S3_SYNC_INTERVAL": "0.5",
+            **self.extra_env,
+        }
+        for name in ("DATABASE_URL", "S3_ENDPOINT_URL"):
+            if name not in self.extra_env:
+                env.pop(name, None)
+        log = (self.local_dir.parent / "runner.log").open("ab")
+        # A session of its own, so the test can send the whole group SIGINT, as Ctrl-C does.
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "app", "local"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready(runner)
+            yield runner
+        finally:
+            if runner.poll() is None:
+                os.killpg(runner.pid, signal.SIGINT)
+            try:
+                runner.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(runner.pid, signal.SIGKILL)
+                raise
+            finally:
+                log.close()
+
+    def _wait_ready(self, runner: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert runner.poll() is None, f"runner exited: {self.log_tail()}"
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"not ready within {START_TIMEOUT}s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return (self.local_dir.parent / "runner.log").read_text(errors="replace")[-3000:]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if text in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+async def insert_user(dsn: str, username: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO users (username, password_hash) VALUES ($1, 'not-a-real-hash')", username
+        )
+    finally:
+        await conn.close()
+
+
+async def usernames(dsn: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r["username"] for r in await conn.fetch("SELECT username FROM users ORDER BY 1")]
+    finally:
+        await conn.close()
+
+
+def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "local")
+    photo = (ROOT.parent / "shared" / "corpus" / "images" / "sample.jpg").read_bytes()
+    later = b"written a moment before Ctrl-C"
+
+    with stack.running() as runner:
+        asyncio.run(insert_user(stack.postgres.dsn, "before_restart"))
+        s3 = s3_client(f"http://127.0.0.1:{stack.s3_port}")
+        s3.put_object(
+            Bucket="monogram", Key="media/1/photo.jpg", Body=photo, ContentType="image/jpeg"
+        )
+        time.sleep(1.5)  # a periodic copy runs
+        s3.put_object(
+            Bucket="monogram", Key="media/1/late.txt", Body=later, ContentType="text/plain"
+        )
+
+    assert runner.returncode == 0, stack.log_tail()
+    for port in (stack.port, stack.pg_port, stack.s3_port):
+        assert not listening(port), f"port {port} still open after Ctrl-C"
+    assert processes_mentioning(str(stack.local_dir)) == []
+    assert processes_mentioning(f"-p {stack.s3_port}") == []
+    assert not (stack.local_dir / "postgres" / "postmaster.pid").exists()
+
+    with stack.running():
+        assert asyncio.run(usernames(stack.postgres.dsn)) == ["before_restart"]
+        # Served by the local S3 at the public URL the API will hand to browsers.
+        public = f"http://127.0.0.1:{stack.s3_port}/monogram"
+        with urllib.request.urlopen(f"{public}/media/1/photo.jpg") as response:  # noqa: S310
+            assert response.read() == photo
+            assert response.headers["Content-Type"] == "image/jpeg"
+        with urllib.request.urlopen(f"{public}/media/1/late.txt") as response:  # noqa: S310
+            assert response.read() == later
+
+
+def test_database_url_points_the_stack_at_another_postgresql(
+    tmp_path: Path, fresh_postgres: EmbeddedPostgres
+) -> None:
+    stack = Stack(tmp_path / "local", {"DATABASE_URL": fresh_postgres.dsn})
+    with stack.running():
+        # The runner migrated the PostgreSQL it was given, and started none of its own.
+        asyncio.run(insert_user(fresh_postgres.dsn, "on_the_other_server"))
+        assert asyncio.run(usernames(fresh_postgres.dsn)) == ["on_the_other_server"]
+        assert not (stack.local_dir / "postgres").exists()
+        assert not listening(stack.pg_port)
+        with urllib.request.urlopen(f"{stack.url}/readyz") as response:  # noqa: S310
+            assert response.status == 200
+
+
+@pytest.mark.parametrize("variable", ["PORT", "SERVICE_PROCESSES"])
+def test_a_bad_setting_stops_the_runner_with_a_clear_message(variable: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "local"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, variable: "0"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"configuration error: {variable}" in result.stderr
