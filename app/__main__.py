@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("serve", help="run the service against DATABASE_URL and S3_ENDPOINT_URL")
     commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
     commands.add_parser(
+        "init-bucket", help="create S3_BUCKET if missing and make its objects publicly readable"
+    )
+    commands.add_parser(
         "local", help="start the embedded PostgreSQL and S3 where unset, migrate, then serve"
     )
     args = parser.parse_args(argv)
@@ -36,6 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         if not settings.database_url:
             raise SystemExit("DATABASE_URL is not set")
         asyncio.run(migrate(settings.database_url))
+    elif args.command == "init-bucket":
+        from app.storage import ensure_bucket
+
+        asyncio.run(ensure_bucket(settings))
     elif args.command == "local":
         from app.localstack.runner import run_local
 

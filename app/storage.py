@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
 from aiohttp import web
+from botocore.exceptions import ClientError
 
 from app.keys import SETTINGS, STORAGE
 from app.settings import Settings
@@ -42,8 +45,8 @@ def client_config(settings: Settings) -> AioConfig:
     )
 
 
-async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+@asynccontextmanager
+async def s3_client(settings: Settings) -> AsyncIterator[Any]:
     session = aioboto3.Session()
     async with session.client(
         "s3",
@@ -53,6 +56,49 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         aws_secret_access_key=settings.s3_secret_access_key,
         config=client_config(settings),
     ) as client:
+        yield client
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with s3_client(settings) as client:
         app[STORAGE] = Storage(client, settings.s3_bucket, settings.public_base_url)
         log.info("s3 client ready", extra={"bucket": settings.s3_bucket})
         yield
+
+
+async def ensure_bucket(settings: Settings) -> None:
+    """Create the bucket if it is missing and let anyone read (only read) its objects.
+
+    Images are served from S3 origin URLs, as the seed design has it, so a
+    browser must be able to GET them without credentials.
+    """
+    bucket = settings.s3_bucket
+    async with s3_client(settings) as client:
+        try:
+            await client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket"}:
+                raise
+            location = {}
+            if settings.s3_region != "us-east-1":
+                location = {"CreateBucketConfiguration": {"LocationConstraint": settings.s3_region}}
+            await client.create_bucket(Bucket=bucket, **location)
+            log.info("created bucket", extra={"bucket": bucket})
+        await client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read_policy(bucket)))
+
+
+def public_read_policy(bucket: str) -> dict[str, Any]:
+    """Anyone may GET an object; nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicReadObjects",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }

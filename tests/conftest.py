@@ -22,6 +22,7 @@ from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, Embedded
 from app.main import create_app
 from app.migrations import migrate
 from app.settings import Settings
+from app.storage import ensure_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "images"
@@ -100,9 +101,9 @@ async def clean_database(postgres: EmbeddedPostgres) -> str:
 
 
 @pytest.fixture
-def bucket(s3_server: EmbeddedS3) -> str:
+async def bucket(postgres: EmbeddedPostgres, s3_server: EmbeddedS3) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
-    s3_server.create_bucket(name)
+    await ensure_bucket(settings_for(postgres, s3_server, name))
     return name
 
 

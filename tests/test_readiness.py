@@ -13,6 +13,7 @@ from app.localstack.s3 import EmbeddedS3
 from app.main import create_app
 from app.migrations import migrate
 from app.settings import Settings
+from app.storage import ensure_bucket
 from tests.conftest import AiohttpClient, free_port, settings_for
 from tests.test_http import assert_error_shape
 
@@ -84,8 +85,9 @@ async def test_s3_down_is_named_by_readyz(
     s3 = EmbeddedS3(free_port())
     s3.start()
     try:
-        s3.create_bucket("photos")
-        client = await aiohttp_client(create_app(settings_for(postgres, s3, "photos")))
+        settings = settings_for(postgres, s3, "photos")
+        await ensure_bucket(settings)
+        client = await aiohttp_client(create_app(settings))
         assert (await client.get("/readyz")).status == 200
     finally:
         s3.stop()

@@ -27,6 +27,7 @@ from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, BucketMirror, EmbeddedS3
 from app.migrations import migrate
 from app.settings import Settings
+from app.storage import ensure_bucket
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,12 @@ def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings
     s3 = EmbeddedS3(settings.local_s3_port)
     stack.callback(s3.stop)
     s3.start()
-    s3.create_bucket(settings.s3_bucket)
+    settings = settings.with_overrides(
+        s3_endpoint_url=s3.endpoint_url,
+        s3_access_key_id=ACCESS_KEY_ID,
+        s3_secret_access_key=SECRET_ACCESS_KEY,
+    )
+    asyncio.run(ensure_bucket(settings))
     mirror = BucketMirror(s3.client(), settings.s3_bucket, local_dir / "s3" / settings.s3_bucket)
     restored = mirror.restore()
     log.info("s3 objects restored", extra={"objects": restored, "bucket": settings.s3_bucket})
@@ -88,11 +94,7 @@ def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings
     # Runs before s3.stop: the last copy is taken after the service has stopped writing.
     stack.callback(syncer.stop_after_last_run)
     syncer.start()
-    return settings.with_overrides(
-        s3_endpoint_url=s3.endpoint_url,
-        s3_access_key_id=ACCESS_KEY_ID,
-        s3_secret_access_key=SECRET_ACCESS_KEY,
-    )
+    return settings
 
 
 def _wait_until_ready(

@@ -94,30 +94,6 @@ class EmbeddedS3:
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
         )
 
-    def create_bucket(self, bucket: str) -> None:
-        """The bucket, its objects readable by anyone, as the API's image URLs need."""
-        client = self.client()
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-        if bucket not in existing:
-            client.create_bucket(Bucket=bucket)
-        client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read_policy(bucket)))
-
-
-def public_read_policy(bucket: str) -> dict[str, Any]:
-    """Anyone may GET an object; nothing else. README.md gives the same policy for real S3."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "PublicReadObjects",
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{bucket}/*",
-            }
-        ],
-    }
-
 
 @dataclass(frozen=True, slots=True)
 class _Copy:
