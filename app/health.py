@@ -8,14 +8,17 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from app import db
+from app.auth import public
 from app.http import error_response, json_response
 from app.keys import SETTINGS, STORAGE
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+@public
 async def readyz(request: web.Request) -> web.Response:
     timeout = request.app[SETTINGS].readiness_timeout
     postgresql, s3 = await asyncio.gather(

@@ -10,12 +10,22 @@ from aiohttp import web
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.auth import Tokens
+    from app.cursors import Cursors
+    from app.passwords import Passwords
+    from app.ratelimit import RateLimiter
     from app.storage import Storage
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
+TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
+CURSORS: web.AppKey[Cursors] = web.AppKey("cursors")
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # perf_counter() when the request reached the app: uvloop's clock only has milliseconds.
 REQUEST_STARTED = web.RequestKey("request_started", float)
+# The authenticated caller; absent on public routes.
+USER_ID = web.RequestKey("user_id", int)

@@ -7,12 +7,16 @@ import logging
 
 from aiohttp import web
 
-from app import health
+from app import accounts, health
+from app.auth import Tokens, auth_middleware
+from app.cursors import Cursors
 from app.db import database_ctx
-from app.keys import SETTINGS
+from app.keys import CURSORS, RATE_LIMITER, SETTINGS, TOKENS
 from app.logs import JsonAccessLogger
 from app.middlewares import error_middleware, request_id_middleware
-from app.settings import Settings, redact_url
+from app.passwords import passwords_ctx
+from app.ratelimit import RateLimiter, rate_limit_middleware
+from app.settings import Settings, SettingsError, redact_url
 from app.storage import storage_ctx
 
 log = logging.getLogger(__name__)
@@ -22,18 +26,32 @@ JSON_BODY_LIMIT = 64 * 1024
 
 
 def create_app(settings: Settings) -> web.Application:
+    if not settings.jwt_secret:
+        raise SettingsError("JWT_SECRET is not set: `make run` makes one, `serve` needs it")
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        # Outermost first: every response gets an id, every error one shape, then the
+        # caller is identified, then held to their rate.
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            auth_middleware,
+            rate_limit_middleware,
+        ],
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
+    app[TOKENS] = Tokens(settings)
+    app[CURSORS] = Cursors(settings.jwt_secret)
+    app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     # Opened in this order, closed in reverse; a resource is closed only if it opened.
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(passwords_ctx)
     app.router.add_routes(
         [
             web.get("/healthz", health.healthz, allow_head=True),
             web.get("/readyz", health.readyz, allow_head=True),
+            *accounts.routes,
         ]
     )
     return app
@@ -51,6 +69,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def serve(settings: Settings) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set: point it at PostgreSQL, or use `make run`")
+    if not settings.jwt_secret:
+        raise SystemExit("JWT_SECRET is not set: give it 32+ random characters, or use `make run`")
     log.info(
         "starting",
         extra={

@@ -73,8 +73,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _from_app_error(exc: AppError) -> web.Response:
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    return error_response(exc.status, exc.code, exc.message, headers=headers)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers())
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

@@ -97,6 +97,42 @@ class Settings:
         default=1.0,
     )
 
+    jwt_secret: str | None = _env(
+        "JWT_SECRET",
+        "HS256 key for access tokens, 32+ characters; unset: `make run` generates one in "
+        "LOCAL_DIR (and says so in the log), `serve` refuses to start",
+        default=None,
+        repr=False,
+    )
+    jwt_ttl: int = _env("JWT_TTL", "seconds an access token stays valid", default=3600)
+    jwt_leeway: float = _env(
+        "JWT_LEEWAY", "seconds of clock skew tolerated on exp and iat", default=10.0
+    )
+    jwt_issuer: str = _env("JWT_ISSUER", "iss claim set and required", default="monogram")
+    jwt_audience: str = _env("JWT_AUDIENCE", "aud claim set and required", default="monogram-api")
+    rate_limit_per_second: float = _env(
+        "RATE_LIMIT_PER_SECOND",
+        "requests per second each user may make, per process",
+        default=1000.0,
+    )
+    rate_limit_burst: int = _env(
+        "RATE_LIMIT_BURST", "requests a user may make at once after being idle", default=1000
+    )
+    password_hash_time_cost: int = _env(
+        "PASSWORD_HASH_TIME_COST", "argon2id passes over memory", default=3
+    )
+    password_hash_memory_kib: int = _env(
+        "PASSWORD_HASH_MEMORY_KIB", "argon2id memory per hash, in KiB", default=65536
+    )
+    password_hash_workers: int = _env(
+        "PASSWORD_HASH_WORKERS", "threads hashing passwords at once", default=2
+    )
+    password_hash_queue: int = _env(
+        "PASSWORD_HASH_QUEUE",
+        "sign-ups and logins that may wait for a hashing thread; more get 503",
+        default=64,
+    )
+
     local_dir: Path = _env(  # noqa: RUF009 (a Path is immutable)
         "LOCAL_DIR",
         "where the embedded stack keeps PostgreSQL's data, S3 objects and secrets",
@@ -135,6 +171,20 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be a positive number of seconds")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise SettingsError("JWT_SECRET must be at least 32 characters (HS256 needs 256 bits)")
+        for name in (
+            "jwt_ttl",
+            "rate_limit_per_second",
+            "rate_limit_burst",
+            "password_hash_time_cost",
+            "password_hash_workers",
+            "password_hash_queue",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{_env_name(name)} must be positive")
+        if self.password_hash_memory_kib < 1024:
+            raise SettingsError("PASSWORD_HASH_MEMORY_KIB must be at least 1024")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError(
                 f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"

@@ -10,6 +10,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +27,8 @@ from app.storage import ensure_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus" / "images"
+
+TEST_JWT_SECRET = "test-secret-" + "x" * 60
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -81,6 +84,10 @@ def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str)
             "S3_REGION": REGION,
             "S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
             "S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "JWT_SECRET": TEST_JWT_SECRET,
+            # Cheap hashes keep the suite fast; tests about hashing cost use the defaults.
+            "PASSWORD_HASH_TIME_COST": "1",
+            "PASSWORD_HASH_MEMORY_KIB": "1024",
         }
     )
 
@@ -119,3 +126,27 @@ async def client(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(create_app(settings))
+
+
+Client = TestClient[web.Request, web.Application]
+PASSWORD = "correct horse battery"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def sign_up(client: Client, username: str, password: str = PASSWORD) -> User:
+    response = await client.post("/v1/users", json={"username": username, "password": password})
+    assert response.status == 201, await response.text()
+    created = await response.json()
+    login = await client.post("/v1/auth/token", json={"username": username, "password": password})
+    assert login.status == 200, await login.text()
+    return User(created["id"], created["username"], (await login.json())["access_token"])

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app import db
+from app.auth import public
 from app.logs import json_handler
 from app.main import create_app
 from app.settings import Settings
@@ -87,6 +88,7 @@ async def test_wrong_method_is_405_with_allow(client: Client) -> None:
 async def test_a_crash_is_500_without_a_trace_and_logged_with_the_request_id(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
+    @public
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("secret internals: password=hunter2")
 
@@ -111,6 +113,7 @@ async def test_a_crash_is_500_without_a_trace_and_logged_with_the_request_id(
 async def test_an_oversized_json_body_is_413_in_the_error_shape(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
+    @public
     async def echo(request: web.Request) -> web.Response:
         return web.json_response(await request.json())
 

@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 
 from app import db
+from app.auth import public
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.s3 import EmbeddedS3
 from app.main import create_app
@@ -18,6 +19,7 @@ from tests.conftest import AiohttpClient, free_port, settings_for
 from tests.test_http import assert_error_shape
 
 
+@public
 async def count_users(request: web.Request) -> web.Response:
     """A route that needs the database, as every API route will."""
     async with db.connection(request.app) as conn:
@@ -126,6 +128,7 @@ async def test_an_exhausted_pool_answers_503_busy_instead_of_queueing_forever(
     assert settings.db_pool_max == 2
     release = asyncio.Event()
 
+    @public
     async def hold_a_connection(request: web.Request) -> web.Response:
         async with db.connection(request.app) as conn:
             await conn.fetchval("SELECT 1")

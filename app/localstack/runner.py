@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def run_local(settings: Settings) -> int:
             settings = settings.with_overrides(database_url=postgres.dsn)
         if not settings.s3_endpoint_url:
             settings = _start_s3(settings, local_dir, stack)
+        if not settings.jwt_secret:
+            settings = settings.with_overrides(jwt_secret=_local_jwt_secret(local_dir))
         assert settings.database_url is not None
         asyncio.run(migrate(settings.database_url))
         if stopping.is_set():
@@ -95,6 +98,19 @@ def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings
     stack.callback(syncer.stop_after_last_run)
     syncer.start()
     return settings
+
+
+def _local_jwt_secret(local_dir: Path) -> str:
+    path = local_dir / "jwt-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    log.warning(
+        "JWT_SECRET is not set: signing tokens with the generated secret in %s "
+        "(fine on this machine; set JWT_SECRET anywhere else)",
+        path,
+    )
+    return path.read_text().strip()
 
 
 def _wait_until_ready(

@@ -1,0 +1,85 @@
+"""argon2id password hashing on a small thread pool, never on the event loop.
+
+argon2-cffi releases the GIL while it hashes, so threads give real
+parallelism. The pool is bounded, and so is the number of requests that may
+wait for it: past that, sign-ups and logins get 503 instead of piling up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import ParamSpec, TypeVar
+
+import argon2
+from aiohttp import web
+
+from app.errors import ServiceUnavailable
+from app.keys import PASSWORDS, SETTINGS
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class HasherBusy(ServiceUnavailable):
+    code = "overloaded"
+
+
+class Passwords:
+    def __init__(self, settings: Settings, executor: ThreadPoolExecutor) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
+            parallelism=2,
+            type=argon2.Type.ID,
+        )
+        self._executor = executor
+        # Hashing and waiting to hash, together; one more is shed at once.
+        self._slots = asyncio.Semaphore(settings.password_hash_queue)
+        # Checked when the user does not exist, so that a miss costs what a wrong password costs.
+        self._decoy_hash = ""
+
+    async def start(self) -> None:
+        self._decoy_hash = await self.hash("decoy password, never anyone's")
+
+    async def hash(self, password: str) -> str:
+        return await self._run(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """True if the password matches; a missing hash costs the same and is False."""
+        matched = await self._run(self._verify, password_hash or self._decoy_hash, password)
+        return matched and password_hash is not None
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(password_hash)
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except argon2.exceptions.VerificationError:
+            return False
+        except argon2.exceptions.InvalidHashError:
+            log.error("a stored password hash is not an argon2 hash")
+            return False
+
+    async def _run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._slots.locked():
+            raise HasherBusy("too many sign-ups and logins at once, try again shortly")
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, partial(work, *args, **kwargs))
+
+
+async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    with ThreadPoolExecutor(settings.password_hash_workers, thread_name_prefix="argon2") as pool:
+        passwords = Passwords(settings, pool)
+        await passwords.start()
+        app[PASSWORDS] = passwords
+        yield

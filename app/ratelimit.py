@@ -1,0 +1,64 @@
+"""Per-user token buckets, kept in this process's memory.
+
+N service processes each keep their own buckets, so a user can make N times
+the configured rate in all; a shared limit would need shared state (e.g. a
+Redis script doing the same arithmetic), which this architecture does not have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from app.errors import RateLimited
+from app.keys import RATE_LIMITER, USER_ID
+
+# Buckets kept at most; idle (full) ones are dropped first when it is reached.
+MAX_BUCKETS = 100_000
+
+
+class RateLimiter:
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[int, tuple[float, float]] = {}  # key -> (tokens, when)
+
+    def take(self, key: int) -> float:
+        """Spend one token: 0.0 if allowed, else the seconds until one is available."""
+        now = self._clock()
+        tokens, then = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > MAX_BUCKETS:
+                self._forget_idle(now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+    def _forget_idle(self, now: float) -> None:
+        refill_time = self.burst / self.rate
+        idle = [key for key, (_, when) in self._buckets.items() if now - when >= refill_time]
+        for key in idle:
+            del self._buckets[key]
+        if len(self._buckets) > MAX_BUCKETS:  # all busy: forget the least recent half
+            by_age = sorted(self._buckets, key=lambda key: self._buckets[key][1])
+            for key in by_age[: len(by_age) // 2]:
+                del self._buckets[key]
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    user_id = request.get(USER_ID)
+    if user_id is not None:
+        wait = request.app[RATE_LIMITER].take(user_id)
+        if wait > 0:
+            raise RateLimited("too many requests, slow down", retry_after=max(1, math.ceil(wait)))
+    return await handler(request)

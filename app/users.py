@@ -1,0 +1,99 @@
+"""Accounts and the follow graph: the work behind the account handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from aiohttp import web
+
+from app import db
+from app.errors import Conflict, Invalid, NotFound, Unauthorized
+from app.keys import CURSORS, PASSWORDS, TOKENS
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["followers", "following"]
+
+
+async def create_user(
+    app: web.Application, username: str, password: str, display_name: str
+) -> dict[str, Any]:
+    password_hash = await app[PASSWORDS].hash(password)
+    async with db.connection(app) as conn:
+        row = await db.queries.create_user(
+            conn, username=username, display_name=display_name, password_hash=password_hash
+        )
+    if row is None:
+        raise Conflict(f"the username {username} is taken")
+    return dict(row)
+
+
+async def issue_token(app: web.Application, username: str, password: str) -> dict[str, Any]:
+    async with db.connection(app) as conn:
+        row = await db.queries.credentials(conn, username=username)
+    passwords = app[PASSWORDS]
+    # An unknown user is checked against a decoy hash: both failures cost the same time.
+    if not await passwords.verify(row["password_hash"] if row else None, password):
+        raise Unauthorized("wrong username or password")
+    assert row is not None
+    if passwords.needs_rehash(row["password_hash"]):
+        new_hash = await passwords.hash(password)
+        async with db.connection(app) as conn:
+            await db.queries.update_password_hash(
+                conn, user_id=row["user_id"], password_hash=new_hash
+            )
+    tokens = app[TOKENS]
+    return {
+        "access_token": tokens.issue(row["user_id"]),
+        "token_type": "Bearer",
+        "expires_in": tokens.ttl,
+    }
+
+
+async def profile(app: web.Application, username: str) -> dict[str, Any]:
+    async with db.connection(app) as conn:
+        row = await db.queries.profile(conn, username=username)
+    if row is None:
+        raise NotFound(f"no user named {username}")
+    return dict(row)
+
+
+async def follow(app: web.Application, follower_id: int, followee_id: int) -> None:
+    if follower_id == followee_id:
+        raise Invalid("you cannot follow yourself")
+    async with db.connection(app) as conn:
+        exists = await db.queries.follow(conn, follower_id=follower_id, followee_id=followee_id)
+    if not exists:
+        raise NotFound(f"no user with id {followee_id}")
+
+
+async def unfollow(app: web.Application, follower_id: int, followee_id: int) -> None:
+    async with db.connection(app) as conn:
+        exists = await db.queries.unfollow(conn, follower_id=follower_id, followee_id=followee_id)
+    if not exists:
+        raise NotFound(f"no user with id {followee_id}")
+
+
+async def follow_page(
+    app: web.Application, username: str, direction: Direction, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """One page of a user's followers or followed accounts, in user id order."""
+    cursors = app[CURSORS]
+    after_id = cursors.decode(direction, cursor, arity=1)[0] if cursor else 0
+    page = db.queries.followers_page if direction == "followers" else db.queries.following_page
+    async with db.connection(app) as conn:
+        user_id = await db.queries.user_id(conn, username=username)
+        if user_id is None:
+            raise NotFound(f"no user named {username}")
+        # One row more than asked tells whether another page exists.
+        rows = [
+            dict(row)
+            async for row in page(conn, user_id=user_id, after_id=after_id, page_size=limit + 1)
+        ]
+    items = rows[:limit]
+    more = len(rows) > limit
+    return {
+        "items": items,
+        "next_cursor": cursors.encode(direction, items[-1]["id"]) if more else None,
+    }

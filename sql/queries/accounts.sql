@@ -1,0 +1,60 @@
+-- name: create-user(username, display_name, password_hash)^
+-- Nothing comes back when the username is taken (usernames are stored lower-case).
+INSERT INTO users (username, display_name, password_hash)
+VALUES (:username, :display_name, :password_hash)
+ON CONFLICT (username) DO NOTHING
+RETURNING user_id AS id, username, display_name, created_at;
+
+-- name: credentials(username)^
+SELECT user_id, password_hash FROM users WHERE username = :username;
+
+-- name: update-password-hash(user_id, password_hash)!
+UPDATE users SET password_hash = :password_hash WHERE user_id = :user_id;
+
+-- name: profile(username)^
+-- Counted, not stored: always equal to the rows, whatever ran concurrently.
+SELECT u.user_id AS id, u.username, u.display_name, u.created_at,
+       (SELECT count(*) FROM follows WHERE followee_id = u.user_id) AS followers_count,
+       (SELECT count(*) FROM follows WHERE follower_id = u.user_id) AS following_count,
+       (SELECT count(*) FROM posts WHERE author_id = u.user_id) AS posts_count
+FROM users u
+WHERE u.username = :username;
+
+-- name: user-id(username)$
+SELECT user_id FROM users WHERE username = :username;
+
+-- name: follow(follower_id, followee_id)$
+-- True when the followee exists (followed now or already); false when there is no such user.
+WITH target AS (SELECT user_id FROM users WHERE user_id = :followee_id),
+     added AS (
+         INSERT INTO follows (follower_id, followee_id)
+         SELECT :follower_id, user_id FROM target
+         ON CONFLICT (follower_id, followee_id) DO NOTHING
+     )
+SELECT EXISTS (SELECT 1 FROM target);
+
+-- name: unfollow(follower_id, followee_id)$
+WITH target AS (SELECT user_id FROM users WHERE user_id = :followee_id),
+     removed AS (
+         DELETE FROM follows
+         WHERE follower_id = :follower_id AND followee_id IN (SELECT user_id FROM target)
+     )
+SELECT EXISTS (SELECT 1 FROM target);
+
+-- name: followers-page(user_id, after_id, page_size)
+-- Keyset page over idx_follows_followee_follower.
+SELECT u.user_id AS id, u.username, u.display_name
+FROM follows f
+JOIN users u ON u.user_id = f.follower_id
+WHERE f.followee_id = :user_id AND f.follower_id > :after_id
+ORDER BY f.follower_id
+LIMIT :page_size;
+
+-- name: following-page(user_id, after_id, page_size)
+-- Keyset page over UNIQUE (follower_id, followee_id).
+SELECT u.user_id AS id, u.username, u.display_name
+FROM follows f
+JOIN users u ON u.user_id = f.followee_id
+WHERE f.follower_id = :user_id AND f.followee_id > :after_id
+ORDER BY f.followee_id
+LIMIT :page_size;
