@@ -18,6 +18,17 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "init-bucket", help="create S3_BUCKET if missing and make its objects publicly readable"
     )
+    sweeper = commands.add_parser(
+        "sweep-orphans", help="list S3 objects no media row refers to (--delete removes them)"
+    )
+    sweeper.add_argument("--delete", action="store_true", help="remove the orphans found")
+    sweeper.add_argument(
+        "--min-age",
+        type=float,
+        default=60.0,
+        metavar="MINUTES",
+        help="skip objects younger than this, which may belong to uploads in flight (default 60)",
+    )
     commands.add_parser(
         "local", help="start the embedded PostgreSQL and S3 where unset, migrate, then serve"
     )
@@ -43,6 +54,14 @@ def main(argv: list[str] | None = None) -> None:
         from app.storage import ensure_bucket
 
         asyncio.run(ensure_bucket(settings))
+    elif args.command == "sweep-orphans":
+        import datetime as dt
+
+        from app.sweep import sweep
+
+        if not settings.database_url:
+            raise SystemExit("DATABASE_URL is not set")
+        asyncio.run(sweep(settings, dt.timedelta(minutes=args.min_age), args.delete))
     elif args.command == "local":
         from app.localstack.runner import run_local
 

@@ -9,6 +9,8 @@ class AppError(Exception):
     status = 500
     code = "internal_error"
     retry_after: int | None = None
+    # The request body was not read to its end: the connection cannot carry another request.
+    close_connection = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -87,3 +89,13 @@ class DatabaseBusy(ServiceUnavailable):
 
 class StorageUnavailable(ServiceUnavailable):
     code = "storage_unavailable"
+
+
+class StorageRefused(AppError):
+    status = 502
+    code = "storage_error"
+
+
+class StorageTimeout(ServiceUnavailable):
+    status = 504
+    code = "storage_timeout"

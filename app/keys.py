@@ -12,9 +12,11 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.auth import Tokens
     from app.cursors import Cursors
+    from app.images import ImagePool
     from app.passwords import Passwords
     from app.ratelimit import RateLimiter
     from app.storage import Storage
+    from app.uploads import ByteBudget
 
 SETTINGS = web.AppKey("settings", Settings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
@@ -23,6 +25,8 @@ PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
 CURSORS: web.AppKey[Cursors] = web.AppKey("cursors")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+IMAGES: web.AppKey[ImagePool] = web.AppKey("images")
+UPLOAD_BUDGET: web.AppKey[ByteBudget] = web.AppKey("upload_budget")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # perf_counter() when the request reached the app: uvloop's clock only has milliseconds.

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 
 from aiohttp import web
 
-from app import accounts, health
+from app import accounts, health, media
 from app.auth import Tokens, auth_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
-from app.keys import CURSORS, RATE_LIMITER, SETTINGS, TOKENS
+from app.images import images_ctx
+from app.keys import CURSORS, RATE_LIMITER, SETTINGS, TOKENS, UPLOAD_BUDGET
 from app.logs import JsonAccessLogger
 from app.middlewares import error_middleware, request_id_middleware
 from app.passwords import passwords_ctx
 from app.ratelimit import RateLimiter, rate_limit_middleware
 from app.settings import Settings, SettingsError, redact_url
 from app.storage import storage_ctx
+from app.uploads import ByteBudget
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +46,18 @@ def create_app(settings: Settings) -> web.Application:
     app[TOKENS] = Tokens(settings)
     app[CURSORS] = Cursors(settings.jwt_secret)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[UPLOAD_BUDGET] = ByteBudget(settings.upload_memory_budget)
     # Opened in this order, closed in reverse; a resource is closed only if it opened.
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(passwords_ctx)
+    app.cleanup_ctx.append(images_ctx)
     app.router.add_routes(
         [
             web.get("/healthz", health.healthz, allow_head=True),
             web.get("/readyz", health.readyz, allow_head=True),
             *accounts.routes,
+            *media.routes,
         ]
     )
     return app
@@ -64,6 +70,22 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
+
+
+def tune_allocator() -> None:
+    """Let glibc return freed upload bodies to the system.
+
+    glibc serves large allocations with mmap, but after the first such block
+    is freed it raises that threshold, and later 2 MB bodies come from a heap
+    it never shrinks: the process would keep its peak forever. A fixed
+    threshold keeps every body in its own mapping, unmapped when freed.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to tune
+    m_mmap_threshold = -3
+    libc.mallopt(m_mmap_threshold, 128 * 1024)
 
 
 def serve(settings: Settings) -> None:
@@ -80,6 +102,7 @@ def serve(settings: Settings) -> None:
             "bucket": settings.s3_bucket,
         },
     )
+    tune_allocator()
     web.run_app(
         create_app(settings),
         host=settings.host,

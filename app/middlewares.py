@@ -40,8 +40,7 @@ _HTTP_CODES = {
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_STARTED] = time.perf_counter()
-    sent = request.headers.get("X-Request-ID", "")
-    request_id = sent if _CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    request_id = request_id_for(request)
     request[REQUEST_ID] = request_id
     token = current_request_id.set(request_id)
     try:
@@ -50,6 +49,12 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         current_request_id.reset(token)
     response.headers["X-Request-ID"] = request_id
     return response
+
+
+def request_id_for(request: web.Request) -> str:
+    """The client's X-Request-ID if it is fit to echo, else a new one."""
+    sent = request.headers.get("X-Request-ID", "")
+    return sent if _CLIENT_REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
 
 
 @web.middleware
@@ -61,10 +66,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return _from_http_exception(exc)
     except AppError as exc:
-        return _from_app_error(exc)
+        return app_error_response(exc)
     except UNAVAILABLE_ERRORS as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
-        return _from_app_error(
+        return app_error_response(
             DatabaseUnavailable("the database is unavailable, try again shortly")
         )
     except Exception:
@@ -72,8 +77,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "something went wrong on our side")
 
 
-def _from_app_error(exc: AppError) -> web.Response:
-    return error_response(exc.status, exc.code, exc.message, headers=exc.headers())
+def app_error_response(exc: AppError) -> web.Response:
+    response = error_response(exc.status, exc.code, exc.message, headers=exc.headers())
+    if exc.close_connection:
+        response.force_close()  # says Connection: close, so the client does not reuse it
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

@@ -133,6 +133,49 @@ class Settings:
         default=64,
     )
 
+    max_upload_bytes: int = _env(
+        "MAX_UPLOAD_BYTES", "largest upload body accepted (413 past it)", default=10 * 1024 * 1024
+    )
+    max_image_pixels: int = _env(
+        "MAX_IMAGE_PIXELS",
+        "largest image accepted, width x height (422 past it)",
+        default=50_000_000,
+    )
+    upload_memory_budget: int = _env(
+        "UPLOAD_MEMORY_BUDGET",
+        "bytes of upload bodies one process holds at once (the seed's 2 MB x 50 uploads)",
+        default=100 * 1024 * 1024,
+    )
+    upload_budget_wait: float = _env(
+        "UPLOAD_BUDGET_WAIT",
+        "seconds an upload waits for room in the budget before it gets 503",
+        default=0.5,
+    )
+    upload_min_rate: int = _env(
+        "UPLOAD_MIN_RATE",
+        "bytes per second an upload body must keep up after UPLOAD_RATE_GRACE (408 below it)",
+        default=16 * 1024,
+    )
+    upload_rate_grace: float = _env(
+        "UPLOAD_RATE_GRACE", "seconds before UPLOAD_MIN_RATE is enforced", default=5.0
+    )
+    thumbnail_workers: int = _env(
+        "THUMBNAIL_WORKERS", "image worker processes; 0: one per CPU", default=0
+    )
+    thumbnail_warm_start: bool = _env(
+        "THUMBNAIL_WARM_START",
+        "start every image worker at boot (else at the first uploads)",
+        default=True,
+    )
+    thumbnail_queue: int = _env(
+        "THUMBNAIL_QUEUE", "images being processed or waiting for a worker, at most", default=32
+    )
+    thumbnail_queue_wait: float = _env(
+        "THUMBNAIL_QUEUE_WAIT",
+        "seconds an upload waits for a place in THUMBNAIL_QUEUE before it gets 503",
+        default=2.0,
+    )
+
     local_dir: Path = _env(  # noqa: RUF009 (a Path is immutable)
         "LOCAL_DIR",
         "where the embedded stack keeps PostgreSQL's data, S3 objects and secrets",
@@ -183,6 +226,23 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be positive")
+        for name in (
+            "max_upload_bytes",
+            "max_image_pixels",
+            "upload_memory_budget",
+            "upload_min_rate",
+            "thumbnail_queue",
+            "upload_budget_wait",
+            "thumbnail_queue_wait",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{_env_name(name)} must be positive")
+        if self.upload_memory_budget < self.max_upload_bytes:
+            raise SettingsError(
+                "UPLOAD_MEMORY_BUDGET must hold at least one MAX_UPLOAD_BYTES upload"
+            )
+        if self.thumbnail_workers < 0:
+            raise SettingsError("THUMBNAIL_WORKERS must be 0 (one per CPU) or more")
         if self.password_hash_memory_kib < 1024:
             raise SettingsError("PASSWORD_HASH_MEMORY_KIB must be at least 1024")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,12 +14,26 @@ from typing import Any
 import aioboto3
 from aiobotocore.config import AioConfig
 from aiohttp import web
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
+from app.errors import AppError, StorageRefused, StorageTimeout, StorageUnavailable
 from app.keys import SETTINGS, STORAGE
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+# Objects are never overwritten (every key is new), so caches may keep them forever.
+CACHE_FOREVER = "public, max-age=31536000, immutable"
+# Only keys under this prefix are readable by anyone; others (HEIC sources) stay private.
+PUBLIC_PREFIX = "media/"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    body: bytes
+    content_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +48,59 @@ class Storage:
     async def check(self) -> None:
         """Raise unless the bucket answers."""
         await self.client.head_bucket(Bucket=self.bucket)
+
+    async def put_all(self, objects: list[StoredObject]) -> None:
+        """Store every object, concurrently; if any fails, remove the others and raise."""
+        results = await asyncio.gather(*(self._put(o) for o in objects), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if not failures:
+            return
+        stored = [o.key for o, r in zip(objects, results, strict=True) if r is None]
+        await self.delete_all(stored)
+        raise storage_error(failures[0])
+
+    async def delete_all(self, keys: list[str]) -> None:
+        """Best effort: what cannot be deleted now is left for the orphan sweep, and logged."""
+        if not keys:
+            return
+        try:
+            response = await self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            )
+            errors = response.get("Errors", [])
+        except Exception as exc:
+            errors = [{"Key": k, "Message": type(exc).__name__} for k in keys]
+        for error in errors:
+            log.error(
+                "could not delete s3 object %s (%s); the orphan sweep will",
+                error["Key"],
+                error.get("Message"),
+            )
+
+    async def _put(self, stored: StoredObject) -> None:
+        await self.client.put_object(
+            Bucket=self.bucket,
+            Key=stored.key,
+            # A reader, not bytes: botocore would wrap bytes in a BytesIO that aiohttp then
+            # copies whole; a buffered reader is streamed from the one copy we hold.
+            Body=io.BufferedReader(io.BytesIO(stored.body)),
+            ContentLength=len(stored.body),
+            ContentType=stored.content_type,
+            CacheControl=CACHE_FOREVER,
+        )
+
+
+def storage_error(exc: BaseException) -> AppError:
+    """What the client hears when S3 fails: 504 for a timeout, 503 when it is unreachable or
+    overloaded, 502 when it answers with an error of its own."""
+    log.error("s3 request failed: %s", type(exc).__name__)
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+        return StorageTimeout("the image store did not answer in time, try again")
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status != 503:
+            return StorageRefused("the image store refused the upload")
+    return StorageUnavailable("the image store is unavailable, try again shortly")
 
 
 def client_config(settings: Settings) -> AioConfig:
@@ -89,7 +158,7 @@ async def ensure_bucket(settings: Settings) -> None:
 
 
 def public_read_policy(bucket: str) -> dict[str, Any]:
-    """Anyone may GET an object; nothing else."""
+    """Anyone may GET an object under media/; nothing else."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -98,7 +167,7 @@ def public_read_policy(bucket: str) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Principal": "*",
                 "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{bucket}/*",
+                "Resource": f"arn:aws:s3:::{bucket}/{PUBLIC_PREFIX}*",
             }
         ],
     }

@@ -88,6 +88,8 @@ def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str)
             # Cheap hashes keep the suite fast; tests about hashing cost use the defaults.
             "PASSWORD_HASH_TIME_COST": "1",
             "PASSWORD_HASH_MEMORY_KIB": "1024",
+            # Most tests never upload: their apps start image workers only if they do.
+            "THUMBNAIL_WARM_START": "false",
         }
     )
 

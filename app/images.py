@@ -1,0 +1,248 @@
+"""Image work in a pool of worker processes: validate, clean, render, thumbnail.
+
+Every decode happens in a worker process, never in the service process:
+a hostile file can at worst crash a worker (which is replaced), and CPU work
+never holds the event loop. Only JPEG, PNG and HEIC (by their bytes) reach a
+decoder; libvips itself is locked down to its JPEG and PNG loaders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from app.errors import AppError, ServiceUnavailable
+from app.keys import IMAGES, SETTINGS
+from app.metadata import MalformedImage, clean_jpeg, clean_png
+from app.settings import Settings
+from app.sniff import HEIC, JPEG
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIZE = 150
+THUMBNAIL_QUALITY = 80
+RENDITION_QUALITY = 88
+
+
+class ImageRejected(AppError):
+    """The bytes are of an accepted type but cannot be used (corrupt, truncated, too large)."""
+
+    status = 422
+    code = "undecodable_image"
+
+
+class ImageTooLarge(ImageRejected):
+    code = "image_too_large"
+
+
+class ImagesBusy(ServiceUnavailable):
+    code = "overloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    width: int  # as displayed, after orientation
+    height: int
+    original: bytes  # what original_url serves: the cleaned upload, or a JPEG rendition of a HEIC
+    original_type: str
+    thumbnail: bytes  # JPEG, sRGB, at most THUMBNAIL_SIZE on its longest side
+    cpu_seconds: float
+
+
+# --- in the worker process ----------------------------------------------------------
+
+
+def _init_worker() -> None:
+    import pyvips
+
+    # Only the two loaders this service accepts can ever run, and nothing flagged unsafe.
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    pyvips.operation_block_set("VipsForeignLoadJpeg", False)
+    pyvips.operation_block_set("VipsForeignLoadPng", False)
+    # One job per process at a time: parallelism comes from the processes.
+    pyvips.concurrency_set(1)
+    pyvips.cache_set_max(0)
+
+
+def _warm_up() -> int:
+    return os.getpid()
+
+
+def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
+    """All the CPU work of one upload. Runs in a worker process."""
+    started = time.process_time()
+    if media_type == HEIC:
+        width, height, original = _render_heic(data, max_pixels)
+        original_type = JPEG
+    else:
+        width, height, orientation = _check_header(data, media_type, max_pixels)
+        try:
+            original = clean_jpeg(data, orientation) if media_type == JPEG else clean_png(data)
+        except MalformedImage as exc:
+            raise ImageRejected(str(exc)) from None
+        original_type = media_type
+    thumbnail = _thumbnail(original)
+    return Processed(
+        width, height, original, original_type, thumbnail, time.process_time() - started
+    )
+
+
+def _check_header(data: bytes, media_type: str, max_pixels: int) -> tuple[int, int, int]:
+    """Upright width and height and the EXIF orientation, read from the header alone."""
+    import pyvips
+
+    load = pyvips.Image.jpegload_buffer if media_type == JPEG else pyvips.Image.pngload_buffer
+    try:
+        header = load(data, access="sequential")
+    except pyvips.Error:
+        raise ImageRejected("the image cannot be decoded") from None
+    _check_pixels(header.width, header.height, max_pixels)
+    orientation = header.get("orientation") if header.get_typeof("orientation") else 1
+    if orientation in (5, 6, 7, 8):  # a quarter turn: the displayed image is the other way round
+        return header.height, header.width, orientation
+    return header.width, header.height, orientation
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}x{height}, over the limit of {max_pixels:,} pixels"
+        )
+
+
+def _render_heic(data: bytes, max_pixels: int) -> tuple[int, int, bytes]:
+    """An upright, metadata-free JPEG of a HEIC's primary image (browsers cannot show HEIC)."""
+    import pillow_heif
+    import pyvips
+
+    try:
+        heif = pillow_heif.open_heif(data, convert_hdr_to_8bit=True)  # reads the header only
+        width, height = heif.size  # already turned by the file's irot/imir
+        _check_pixels(width, height, max_pixels)
+        pixels, stride, bands = heif.data, heif.stride, len(heif.mode)
+    except ImageRejected:
+        raise
+    except Exception:
+        raise ImageRejected("the HEIC image cannot be decoded") from None
+    if stride % bands == 0:
+        image = pyvips.Image.new_from_memory(pixels, stride // bands, height, bands, "uchar")
+        image = image.crop(0, 0, width, height)
+    else:
+        image = pyvips.Image.new_from_memory(
+            heif.to_pillow().tobytes(), width, height, bands, "uchar"
+        )
+    image = image.copy(interpretation="srgb")
+    icc = heif.info.get("icc_profile")
+    if icc and heif.info.get("icc_profile_type") in ("prof", "rICC"):
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    rendition: bytes = image.jpegsave_buffer(Q=RENDITION_QUALITY, keep="icc", optimize_coding=True)
+    return width, height, rendition
+
+
+def _thumbnail(image_bytes: bytes) -> bytes:
+    import pyvips
+
+    try:
+        thumb = pyvips.Image.thumbnail_buffer(
+            image_bytes,
+            THUMBNAIL_SIZE,
+            height=THUMBNAIL_SIZE,
+            size="down",  # never upscaled
+            export_profile="srgb",
+            option_string="fail_on=truncated",
+        )
+        if thumb.hasalpha():
+            thumb = thumb.flatten(background=[255, 255, 255])
+        if thumb.interpretation != "srgb":
+            thumb = thumb.colourspace("srgb")
+        data: bytes = thumb.jpegsave_buffer(Q=THUMBNAIL_QUALITY, keep="none")
+    except pyvips.Error:
+        raise ImageRejected("the image cannot be decoded: it is truncated or corrupt") from None
+    return data
+
+
+# --- in the service process ---------------------------------------------------------
+
+
+class ImagePool:
+    """A bounded queue in front of worker processes, rebuilt once if a worker dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.workers = settings.thumbnail_workers or os.cpu_count() or 1
+        self._max_pixels = settings.max_image_pixels
+        self._slots = asyncio.Semaphore(settings.thumbnail_queue)
+        self._queue_wait = settings.thumbnail_queue_wait
+        self._warm_start = settings.thumbnail_warm_start
+        self._executor = self._new_executor()
+        self._rebuild = asyncio.Lock()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # spawn: a fork of a process with running threads (botocore, argon2) is not safe.
+        return ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+        )
+
+    async def start(self) -> None:
+        """Start and warm every worker, so the first uploads do not pay for imports."""
+        if not self._warm_start:
+            return  # workers start on demand
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor, _warm_up) for _ in range(self.workers))
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def process(self, data: bytes, media_type: str) -> Processed:
+        try:
+            async with asyncio.timeout(self._queue_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ImagesBusy("the image workers are all busy, try again shortly") from None
+        try:
+            executor = self._executor
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(
+                    executor, process_image, data, media_type, self._max_pixels
+                )
+            except BrokenProcessPool:
+                await self._replace(executor)
+                raise ServiceUnavailable(
+                    "an image worker failed while processing this upload; try again"
+                ) from None
+        finally:
+            self._slots.release()
+
+    async def _replace(self, broken: ProcessPoolExecutor) -> None:
+        # Every job in flight sees BrokenProcessPool; only the first replaces the pool.
+        async with self._rebuild:
+            if self._executor is not broken:
+                return
+            log.error("an image worker died; replacing the worker pool")
+            self._executor = self._new_executor()
+            broken.shutdown(wait=False, cancel_futures=True)
+            await self.start()
+
+
+async def images_ctx(app: web.Application) -> AsyncIterator[None]:
+    pool = ImagePool(app[SETTINGS])
+    try:
+        await pool.start()
+        app[IMAGES] = pool
+        yield
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, pool.close)

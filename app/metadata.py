@@ -1,0 +1,130 @@
+"""Remove privacy-leaking metadata from JPEG and PNG files without touching their pixels.
+
+JPEG: every APPn segment is dropped except JFIF (APP0), the ICC profile
+(APP2 "ICC_PROFILE") and Adobe's colour transform (APP14); EXIF is replaced by
+a minimal one holding only the orientation, so browsers still show the photo
+upright; comments and anything after the end-of-image marker are dropped (a
+polyglot's tail, an Ultra HDR gain map). Scan data is copied byte for byte.
+
+PNG: text chunks (tEXt, zTXt, iTXt), eXIf and tIME are dropped, everything
+after IEND too; iCCP and all pixel chunks are kept.
+"""
+
+from __future__ import annotations
+
+
+class MalformedImage(ValueError):
+    """The file's structure is broken (truncated, or not what its signature said)."""
+
+
+# --- JPEG ---------------------------------------------------------------------------
+
+_SOI, _EOI, _SOS, _APP0, _APP1, _APP2, _APP14, _COM = 0xD8, 0xD9, 0xDA, 0xE0, 0xE1, 0xE2, 0xEE, 0xFE
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
+
+
+def clean_jpeg(data: bytes, orientation: int = 1) -> bytes:
+    if not data.startswith(b"\xff\xd8"):
+        raise MalformedImage("not a JPEG stream")
+    segments: list[bytes] = []
+    exif = _orientation_exif(orientation)
+    position, end = 2, len(data)
+    while True:
+        marker, position = _next_marker(data, position)
+        if marker == _EOI:
+            break
+        if marker in _STANDALONE:
+            segments.append(bytes((0xFF, marker)))
+            continue
+        if position + 2 > end:
+            raise MalformedImage("the JPEG stops inside a segment header")
+        length = int.from_bytes(data[position : position + 2], "big")
+        if length < 2 or position + length > end:
+            raise MalformedImage("the JPEG stops inside a segment")
+        segment_end = position + length
+        payload = data[position + 2 : segment_end]
+        if exif and marker != _APP0:
+            segments.append(exif)  # after JFIF, before anything else
+            exif = b""
+        if _keep_jpeg_segment(marker, payload):
+            segments.append(bytes((0xFF, marker)) + data[position:segment_end])
+        position = segment_end
+        if marker == _SOS:
+            scan_end = _end_of_scan(data, position)
+            segments.append(data[position:scan_end])
+            position = scan_end
+    return b"\xff\xd8" + b"".join(segments) + b"\xff\xd9"
+
+
+def _next_marker(data: bytes, position: int) -> tuple[int, int]:
+    if position >= len(data) or data[position] != 0xFF:
+        raise MalformedImage("the JPEG has data where a marker should be")
+    while position < len(data) and data[position] == 0xFF:  # fill bytes
+        position += 1
+    if position >= len(data):
+        raise MalformedImage("the JPEG has no end-of-image marker")
+    return data[position], position + 1
+
+
+def _end_of_scan(data: bytes, position: int) -> int:
+    """Where the entropy-coded data after an SOS header ends: at the next real marker."""
+    while True:
+        found = data.find(b"\xff", position)
+        if found < 0 or found + 1 >= len(data):
+            raise MalformedImage("the JPEG is truncated: its image data has no end")
+        following = data[found + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffed byte, restart marker
+            position = found + 2
+            continue
+        return found
+
+
+def _keep_jpeg_segment(marker: int, payload: bytes) -> bool:
+    if marker == _APP0:
+        return payload.startswith((b"JFIF\x00", b"JFXX\x00"))
+    if marker == _APP2:
+        return payload.startswith(b"ICC_PROFILE\x00")
+    if marker == _APP14:
+        return payload.startswith(b"Adobe")
+    return not (0xE0 <= marker <= 0xEF or marker == _COM)
+
+
+def _orientation_exif(orientation: int) -> bytes:
+    """An APP1 segment whose EXIF holds one tag, Orientation; none when it is the default."""
+    if orientation == 1 or not 1 <= orientation <= 8:
+        return b""
+    ifd_entry = (
+        (0x0112).to_bytes(2, "big")  # Orientation
+        + (3).to_bytes(2, "big")  # SHORT
+        + (1).to_bytes(4, "big")  # one value
+        + orientation.to_bytes(2, "big")
+        + b"\x00\x00"
+    )
+    tiff = b"MM\x00\x2a" + (8).to_bytes(4, "big") + (1).to_bytes(2, "big") + ifd_entry + bytes(4)
+    payload = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+# --- PNG ----------------------------------------------------------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_DROPPED = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"})
+
+
+def clean_png(data: bytes) -> bytes:
+    if not data.startswith(_PNG_SIGNATURE):
+        raise MalformedImage("not a PNG stream")
+    kept = [_PNG_SIGNATURE]
+    position, end = len(_PNG_SIGNATURE), len(data)
+    while position + 8 <= end:
+        length = int.from_bytes(data[position : position + 4], "big")
+        chunk_type = data[position + 4 : position + 8]
+        chunk_end = position + 12 + length  # length, type, data, CRC
+        if chunk_end > end:
+            raise MalformedImage("the PNG is truncated inside a chunk")
+        if chunk_type not in _PNG_DROPPED:
+            kept.append(data[position:chunk_end])
+        position = chunk_end
+        if chunk_type == b"IEND":
+            return b"".join(kept)
+    raise MalformedImage("the PNG is truncated: it has no IEND chunk")

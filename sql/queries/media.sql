@@ -1,0 +1,33 @@
+-- name: insert-media(user_id, original_key, thumbnail_key, source_key, content_type, width, height, bytes)^
+INSERT INTO media (user_id, original_key, thumbnail_key, source_key, content_type, width, height, bytes)
+VALUES (:user_id, :original_key, :thumbnail_key, :source_key, :content_type, :width, :height, :bytes)
+RETURNING media_id, created_at;
+
+-- name: forget-stale-idempotency-key(user_id, idempotency_key)!
+-- Answers are kept 24 hours; a claim older than 10 minutes belonged to a process that died.
+DELETE FROM upload_idempotency
+WHERE user_id = :user_id AND idempotency_key = :idempotency_key
+  AND (created_at < now() - interval '24 hours'
+       OR (response IS NULL AND created_at < now() - interval '10 minutes'));
+
+-- name: claim-idempotency-key(user_id, idempotency_key, body_sha256)$
+INSERT INTO upload_idempotency (user_id, idempotency_key, body_sha256)
+VALUES (:user_id, :idempotency_key, :body_sha256)
+ON CONFLICT DO NOTHING
+RETURNING true;
+
+-- name: idempotency-record(user_id, idempotency_key)^
+SELECT body_sha256, response FROM upload_idempotency
+WHERE user_id = :user_id AND idempotency_key = :idempotency_key;
+
+-- name: complete-idempotency-key(user_id, idempotency_key, media_id, response)!
+UPDATE upload_idempotency SET media_id = :media_id, response = :response
+WHERE user_id = :user_id AND idempotency_key = :idempotency_key;
+
+-- name: release-idempotency-key(user_id, idempotency_key)!
+DELETE FROM upload_idempotency
+WHERE user_id = :user_id AND idempotency_key = :idempotency_key AND response IS NULL;
+
+-- name: media-keys()
+-- Every object key a media row refers to: what the orphan sweep must keep.
+SELECT original_key, thumbnail_key, source_key FROM media;
