@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from app import accounts, health, media
+from app import accounts, feed, health, media, posts
 from app.auth import Tokens, auth_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
@@ -58,6 +58,8 @@ def create_app(settings: Settings) -> web.Application:
             web.get("/readyz", health.readyz, allow_head=True),
             *accounts.routes,
             *media.routes,
+            *posts.routes,
+            *feed.routes,
         ]
     )
     return app

@@ -1,0 +1,80 @@
+"""GET /v1/feed: the pull-model feed, computed from follows and posts on every request."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from app import db
+from app.cursors import InvalidCursor
+from app.http import json_response
+from app.keys import CURSORS, USER_ID
+from app.posts import post_body
+from app.validation import MAX_ID, page_limit
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROSECOND = dt.timedelta(microseconds=1)
+# The first page's cursor: after every post there is.
+NEWEST = (dt.datetime.max.replace(tzinfo=dt.UTC), MAX_ID)
+# How many of everyone's newest posts strategy 1 looks through before giving way to strategy 2.
+PROBE_ROWS = 500
+
+
+async def get_feed(request: web.Request) -> web.Response:
+    limit = page_limit(request)
+    before = _position(request, request.query.get("cursor"))
+    return json_response(await feed_page(request.app, request[USER_ID], limit, before))
+
+
+async def feed_page(
+    app: web.Application, user_id: int, limit: int, before: tuple[dt.datetime, int]
+) -> dict[str, Any]:
+    async with db.connection(app) as conn:
+        # One row more than asked tells whether another page exists.
+        rows, _ = await feed_rows(conn, user_id, before, limit + 1)
+    items = [post_body(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        micros = (last["created_at"] - EPOCH) // MICROSECOND
+        next_cursor = app[CURSORS].encode("feed", micros, last["post_id"])
+    return {"items": items, "next_cursor": next_cursor}
+
+
+async def feed_rows(
+    conn: asyncpg.Connection, user_id: int, before: tuple[dt.datetime, int], page_size: int
+) -> tuple[list[asyncpg.Record], str]:
+    """The page's rows, and which strategy found them (sql/queries/feed.sql explains both).
+
+    Strategy 1 costs at most PROBE_ROWS rows and answers when the followed accounts are
+    active; strategy 2 costs one index probe per followed account and always answers.
+    """
+    params = {
+        "user_id": user_id,
+        "before_time": before[0],
+        "before_id": before[1],
+        "page_size": page_size,
+    }
+    rows = [r async for r in db.queries.feed_recent(conn, probe_rows=PROBE_ROWS, **params)]
+    if len(rows) == page_size:
+        return rows, "recent"
+    return [r async for r in db.queries.feed_page(conn, **params)], "per-followee"
+
+
+def _position(request: web.Request, cursor: str | None) -> tuple[dt.datetime, int]:
+    """(created_at, post_id) of the last post the client saw."""
+    if cursor is None:
+        return NEWEST
+    micros, post_id = request.app[CURSORS].decode("feed", cursor, arity=2)
+    if not (isinstance(micros, int) and isinstance(post_id, int) and 0 < post_id <= MAX_ID):
+        raise InvalidCursor("the cursor is not one this API handed out")
+    try:
+        return EPOCH + micros * MICROSECOND, post_id
+    except OverflowError:
+        raise InvalidCursor("the cursor is not one this API handed out") from None
+
+
+routes = [web.get("/v1/feed", get_feed)]

@@ -1,0 +1,52 @@
+-- name: post(post_id, viewer_id)^
+SELECT p.post_id, p.caption, p.image_url, p.thumbnail_url, p.like_count, p.created_at,
+       u.user_id AS author_id, u.username, u.display_name, m.width, m.height,
+       EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :viewer_id AND l.post_id = p.post_id)
+           AS liked_by_me
+FROM posts p
+JOIN users u ON u.user_id = p.author_id
+JOIN media m ON m.media_id = p.media_id
+WHERE p.post_id = :post_id;
+
+-- name: media-owner(media_id)^
+SELECT user_id, original_key, thumbnail_key FROM media WHERE media_id = :media_id;
+
+-- name: create-post(author_id, media_id, caption, image_url, thumbnail_url)$
+-- Nothing comes back when the media already has a post (UNIQUE (media_id)).
+INSERT INTO posts (author_id, media_id, caption, image_url, thumbnail_url)
+VALUES (:author_id, :media_id, :caption, :image_url, :thumbnail_url)
+ON CONFLICT (media_id) DO NOTHING
+RETURNING post_id;
+
+-- name: like(user_id, post_id)^
+-- The like row and the counter change in one statement, so in one transaction: the count
+-- always equals the rows. Nothing comes back when the post does not exist.
+WITH target AS (SELECT post_id, like_count FROM posts WHERE post_id = :post_id),
+     added AS (
+         INSERT INTO likes (user_id, post_id)
+         SELECT :user_id, post_id FROM target
+         ON CONFLICT (user_id, post_id) DO NOTHING
+         RETURNING post_id
+     ),
+     counted AS (
+         UPDATE posts SET like_count = like_count + 1
+         WHERE post_id IN (SELECT post_id FROM added)
+         RETURNING like_count
+     )
+SELECT t.post_id, coalesce((SELECT like_count FROM counted), t.like_count) AS like_count
+FROM target t;
+
+-- name: unlike(user_id, post_id)^
+WITH target AS (SELECT post_id, like_count FROM posts WHERE post_id = :post_id),
+     removed AS (
+         DELETE FROM likes
+         WHERE user_id = :user_id AND post_id IN (SELECT post_id FROM target)
+         RETURNING post_id
+     ),
+     counted AS (
+         UPDATE posts SET like_count = like_count - 1
+         WHERE post_id IN (SELECT post_id FROM removed)
+         RETURNING like_count
+     )
+SELECT t.post_id, coalesce((SELECT like_count FROM counted), t.like_count) AS like_count
+FROM target t;
