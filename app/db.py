@@ -13,7 +13,7 @@ import asyncpg
 from aiohttp import web
 
 from app.errors import DatabaseBusy, DatabaseUnavailable
-from app.keys import DB_POOL, SETTINGS
+from app.keys import DB_POOL, METRICS, SETTINGS
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ async def connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection, or DatabaseBusy/DatabaseUnavailable quickly: never a hang."""
     pool = app[DB_POOL]
     try:
-        conn = await pool.acquire(timeout=app[SETTINGS].db_acquire_timeout)
+        async with app[METRICS].waiting_for_pool():
+            conn = await pool.acquire(timeout=app[SETTINGS].db_acquire_timeout)
     except TimeoutError:
         raise DatabaseBusy("every database connection is busy, try again shortly") from None
     except UNAVAILABLE_ERRORS as exc:

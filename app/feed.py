@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import asyncpg
@@ -11,7 +12,7 @@ from aiohttp import web
 from app import db
 from app.cursors import InvalidCursor
 from app.http import json_response
-from app.keys import CURSORS, USER_ID
+from app.keys import CURSORS, METRICS, USER_ID
 from app.posts import post_body
 from app.validation import MAX_ID, page_limit
 
@@ -33,8 +34,10 @@ async def feed_page(
     app: web.Application, user_id: int, limit: int, before: tuple[dt.datetime, int]
 ) -> dict[str, Any]:
     async with db.connection(app) as conn:
+        started = time.perf_counter()
         # One row more than asked tells whether another page exists.
-        rows, _ = await feed_rows(conn, user_id, before, limit + 1)
+        rows, strategy = await feed_rows(conn, user_id, before, limit + 1)
+        app[METRICS].feed_query_seconds.labels(strategy).observe(time.perf_counter() - started)
     items = [post_body(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:

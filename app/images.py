@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from app.errors import AppError, ServiceUnavailable
-from app.keys import IMAGES, SETTINGS
+from app.keys import IMAGES, METRICS, SETTINGS
 from app.metadata import MalformedImage, clean_jpeg, clean_png
+from app.metrics import Metrics
 from app.settings import Settings
 from app.sniff import HEIC, JPEG
 
@@ -56,6 +57,7 @@ class Processed:
     original_type: str
     thumbnail: bytes  # JPEG, sRGB, at most THUMBNAIL_SIZE on its longest side
     cpu_seconds: float
+    seconds: float  # wall time in the worker
 
 
 # --- in the worker process ----------------------------------------------------------
@@ -80,7 +82,7 @@ def _warm_up() -> int:
 
 def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
     """All the CPU work of one upload. Runs in a worker process."""
-    started = time.process_time()
+    started, started_cpu = time.perf_counter(), time.process_time()
     if media_type == HEIC:
         width, height, original = _render_heic(data, max_pixels)
         original_type = JPEG
@@ -93,7 +95,13 @@ def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
         original_type = media_type
     thumbnail = _thumbnail(original)
     return Processed(
-        width, height, original, original_type, thumbnail, time.process_time() - started
+        width,
+        height,
+        original,
+        original_type,
+        thumbnail,
+        time.process_time() - started_cpu,
+        time.perf_counter() - started,
     )
 
 
@@ -179,8 +187,9 @@ def _thumbnail(image_bytes: bytes) -> bytes:
 class ImagePool:
     """A bounded queue in front of worker processes, rebuilt once if a worker dies."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.workers = settings.thumbnail_workers or os.cpu_count() or 1
+        self._metrics = metrics
         self._max_pixels = settings.max_image_pixels
         self._slots = asyncio.Semaphore(settings.thumbnail_queue)
         self._queue_wait = settings.thumbnail_queue_wait
@@ -207,6 +216,7 @@ class ImagePool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def process(self, data: bytes, media_type: str) -> Processed:
+        submitted = time.perf_counter()
         try:
             async with asyncio.timeout(self._queue_wait):
                 await self._slots.acquire()
@@ -216,7 +226,7 @@ class ImagePool:
             executor = self._executor
             loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(
+                processed = await loop.run_in_executor(
                     executor, process_image, data, media_type, self._max_pixels
                 )
             except BrokenProcessPool:
@@ -226,6 +236,13 @@ class ImagePool:
                 ) from None
         finally:
             self._slots.release()
+        kind = media_type.removeprefix("image/")
+        self._metrics.thumbnail_seconds.labels(kind).observe(processed.seconds)
+        self._metrics.thumbnail_cpu.labels(kind).inc(processed.cpu_seconds)
+        self._metrics.thumbnail_queue_seconds.observe(
+            max(0.0, time.perf_counter() - submitted - processed.seconds)
+        )
+        return processed
 
     async def _replace(self, broken: ProcessPoolExecutor) -> None:
         # Every job in flight sees BrokenProcessPool; only the first replaces the pool.
@@ -239,7 +256,7 @@ class ImagePool:
 
 
 async def images_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = ImagePool(app[SETTINGS])
+    pool = ImagePool(app[SETTINGS], app[METRICS])
     try:
         await pool.start()
         app[IMAGES] = pool

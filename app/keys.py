@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from app.auth import Tokens
     from app.cursors import Cursors
     from app.images import ImagePool
+    from app.metrics import Metrics
     from app.passwords import Passwords
     from app.ratelimit import RateLimiter
     from app.storage import Storage
@@ -27,6 +28,7 @@ CURSORS: web.AppKey[Cursors] = web.AppKey("cursors")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 IMAGES: web.AppKey[ImagePool] = web.AppKey("images")
 UPLOAD_BUDGET: web.AppKey[ByteBudget] = web.AppKey("upload_budget")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # perf_counter() when the request reached the app: uvloop's clock only has milliseconds.

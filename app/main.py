@@ -13,8 +13,9 @@ from app.auth import Tokens, auth_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
 from app.images import images_ctx
-from app.keys import CURSORS, RATE_LIMITER, SETTINGS, TOKENS, UPLOAD_BUDGET
+from app.keys import CURSORS, METRICS, RATE_LIMITER, SETTINGS, TOKENS, UPLOAD_BUDGET
 from app.logs import JsonAccessLogger
+from app.metrics import Metrics, metrics_ctx, metrics_middleware, serve_metrics
 from app.middlewares import error_middleware, request_id_middleware
 from app.passwords import passwords_ctx
 from app.ratelimit import RateLimiter, rate_limit_middleware
@@ -32,10 +33,11 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.jwt_secret:
         raise SettingsError("JWT_SECRET is not set: `make run` makes one, `serve` needs it")
     app = web.Application(
-        # Outermost first: every response gets an id, every error one shape, then the
-        # caller is identified, then held to their rate.
+        # Outermost first: every response gets an id and is counted, every error gets one
+        # shape, then the caller is identified, then held to their rate.
         middlewares=[
             request_id_middleware,
+            metrics_middleware,
             error_middleware,
             auth_middleware,
             rate_limit_middleware,
@@ -43,12 +45,14 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics(settings.prometheus_multiproc_dir)
     app[TOKENS] = Tokens(settings)
     app[CURSORS] = Cursors(settings.jwt_secret)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[UPLOAD_BUDGET] = ByteBudget(settings.upload_memory_budget)
     # Opened in this order, closed in reverse; a resource is closed only if it opened.
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(images_ctx)
@@ -56,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
         [
             web.get("/healthz", health.healthz, allow_head=True),
             web.get("/readyz", health.readyz, allow_head=True),
+            web.get("/metrics", serve_metrics),
             *accounts.routes,
             *media.routes,
             *posts.routes,

@@ -21,7 +21,7 @@ from aiohttp import web
 from app import db, uploads
 from app.errors import AppError, BadRequest, Conflict, Invalid, UnsupportedMediaType
 from app.http import json_response
-from app.keys import IMAGES, STORAGE, USER_ID
+from app.keys import IMAGES, METRICS, STORAGE, USER_ID
 from app.middlewares import app_error_response, request_id_for
 from app.sniff import HEIC, JPEG, sniff
 from app.storage import PUBLIC_PREFIX, StoredObject
@@ -35,12 +35,40 @@ IDEMPOTENCY_WAIT = 15.0
 SNIFF_BYTES = 4096
 
 
+# Upload results, for the success rate: one label value per way an upload can end.
+RESULTS = {
+    "payload_too_large": "too_large",
+    "unsupported_media_type": "unsupported_type",
+    "undecodable_image": "undecodable",
+    "image_too_large": "too_many_pixels",
+    "request_timeout": "too_slow",
+    "overloaded": "overloaded",
+    "storage_unavailable": "storage_error",
+    "storage_error": "storage_error",
+    "storage_timeout": "storage_error",
+    "database_unavailable": "database_error",
+    "database_busy": "database_error",
+    "bad_request": "bad_request",
+    "invalid": "idempotency_conflict",
+    "conflict": "idempotency_conflict",
+}
+
+
 async def upload_media(request: web.Request) -> web.Response:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
-    async with uploads.receive(request) as upload:
-        body = await create(request.app, request[USER_ID], upload, key)
+    uploads_total = request.app[METRICS].uploads
+    try:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+            raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        async with uploads.receive(request) as upload:
+            body = await create(request.app, request[USER_ID], upload, key)
+    except AppError as exc:
+        uploads_total.labels(RESULTS.get(exc.code, "error")).inc()
+        raise
+    except Exception:
+        uploads_total.labels("error").inc()
+        raise
+    uploads_total.labels("created").inc()
     return json_response(body, status=201)
 
 

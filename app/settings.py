@@ -91,6 +91,18 @@ class Settings:
     s3_timeout: float = _env(
         "S3_TIMEOUT", "seconds for one S3 connect or read before it fails", default=5.0
     )
+    metrics_token: str | None = _env(
+        "METRICS_TOKEN",
+        "if set, GET /metrics needs it as a bearer token; unset: /metrics is open",
+        default=None,
+        repr=False,
+    )
+    prometheus_multiproc_dir: str | None = _env(
+        "PROMETHEUS_MULTIPROC_DIR",
+        "with several service processes: one empty directory they all share, so /metrics "
+        "serves their sum (prometheus-client's multiprocess mode); unset: per process",
+        default=None,
+    )
     readiness_timeout: float = _env(
         "READINESS_TIMEOUT",
         "seconds /readyz waits for PostgreSQL and S3 before answering 503",

@@ -6,10 +6,10 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -17,10 +17,13 @@ from aiohttp import web
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
 from app.errors import AppError, StorageRefused, StorageTimeout, StorageUnavailable
-from app.keys import SETTINGS, STORAGE
+from app.keys import METRICS, SETTINGS, STORAGE
+from app.metrics import Metrics
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 # Objects are never overwritten (every key is new), so caches may keep them forever.
@@ -41,13 +44,19 @@ class Storage:
     client: Any  # aiobotocore's S3 client; it has no static types
     bucket: str
     public_base_url: str
+    metrics: Metrics | None = None
+
+    async def _call(self, operation: str, call: Awaitable[T]) -> T:
+        if self.metrics is None:
+            return await call
+        return await self.metrics.timed_s3(operation, call)
 
     def public_url(self, key: str) -> str:
         return f"{self.public_base_url}/{key}"
 
     async def check(self) -> None:
         """Raise unless the bucket answers."""
-        await self.client.head_bucket(Bucket=self.bucket)
+        await self._call("HeadBucket", self.client.head_bucket(Bucket=self.bucket))
 
     async def put_all(self, objects: list[StoredObject]) -> None:
         """Store every object, concurrently; if any fails, remove the others and raise."""
@@ -64,8 +73,12 @@ class Storage:
         if not keys:
             return
         try:
-            response = await self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            response = await self._call(
+                "DeleteObjects",
+                self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+                ),
             )
             errors = response.get("Errors", [])
         except Exception as exc:
@@ -78,15 +91,18 @@ class Storage:
             )
 
     async def _put(self, stored: StoredObject) -> None:
-        await self.client.put_object(
-            Bucket=self.bucket,
-            Key=stored.key,
-            # A reader, not bytes: botocore would wrap bytes in a BytesIO that aiohttp then
-            # copies whole; a buffered reader is streamed from the one copy we hold.
-            Body=io.BufferedReader(io.BytesIO(stored.body)),
-            ContentLength=len(stored.body),
-            ContentType=stored.content_type,
-            CacheControl=CACHE_FOREVER,
+        await self._call(
+            "PutObject",
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=stored.key,
+                # A reader, not bytes: botocore would wrap bytes in a BytesIO that aiohttp then
+                # copies whole; a buffered reader is streamed from the one copy we hold.
+                Body=io.BufferedReader(io.BytesIO(stored.body)),
+                ContentLength=len(stored.body),
+                ContentType=stored.content_type,
+                CacheControl=CACHE_FOREVER,
+            ),
         )
 
 
@@ -131,7 +147,7 @@ async def s3_client(settings: Settings) -> AsyncIterator[Any]:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with s3_client(settings) as client:
-        app[STORAGE] = Storage(client, settings.s3_bucket, settings.public_base_url)
+        app[STORAGE] = Storage(client, settings.s3_bucket, settings.public_base_url, app[METRICS])
         log.info("s3 client ready", extra={"bucket": settings.s3_bucket})
         yield
 

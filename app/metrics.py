@@ -1,0 +1,243 @@
+"""The seed's six signals as Prometheus metrics, served at GET /metrics.
+
+1. API bandwidth: request and response bytes by route.
+2. Thumbnails: time in the worker, and time waiting for one.
+3. Feed query time (database) and HTTP request duration by route, method, status class.
+4. PostgreSQL connections: this pool's size, in use and waiting; the server's, sampled.
+5. S3 request duration by operation and outcome.
+6. Upload outcomes by result.
+
+With several service processes, set PROMETHEUS_MULTIPROC_DIR (an empty directory,
+the same for all) before they start: every process writes its samples there and
+any one of them serves the sum. Without it, each process serves its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager, suppress
+from typing import TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from app import db
+from app.auth import public
+from app.errors import Unauthorized
+from app.keys import DB_POOL, METRICS, SETTINGS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Seconds: fine where the seed's thresholds are (feed 500 ms, thumbnail 800 ms, S3 300 ms).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1, 2, 5, 10)
+SERVER_SAMPLE_SECONDS = 5.0
+
+
+class Metrics:
+    """Every metric of the service, registered in a registry of its own."""
+
+    def __init__(self, multiprocess_dir: str | None) -> None:
+        # prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself when imported; the same
+        # setting tells this class to serve the sum of every process's files.
+        self.multiprocess_dir = multiprocess_dir
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_bytes = Counter(
+            "monogram_http_request_bytes",
+            "Request body bytes read, by route",
+            ["route"],
+            registry=r,
+        )
+        self.response_bytes = Counter(
+            "monogram_http_response_bytes",
+            "Response body bytes sent, by route",
+            ["route"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "monogram_http_requests",
+            "Requests answered",
+            ["route", "method", "status_class"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "monogram_http_request_duration_seconds",
+            "Time to answer a request",
+            ["route", "method", "status_class"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.thumbnail_seconds = Histogram(
+            "monogram_thumbnail_duration_seconds",
+            "Wall time of one image's work in a worker (decode, clean, render, thumbnail)",
+            ["type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.thumbnail_cpu = Counter(
+            "monogram_thumbnail_cpu_seconds",
+            "CPU time spent on images in workers",
+            ["type"],
+            registry=r,
+        )
+        self.thumbnail_queue_seconds = Histogram(
+            "monogram_thumbnail_queue_wait_seconds",
+            "Time an image waited for a worker (queue slot and process pool)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.feed_query_seconds = Histogram(
+            "monogram_feed_query_duration_seconds",
+            "Database time of one feed page",
+            ["strategy"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.s3_seconds = Histogram(
+            "monogram_s3_request_duration_seconds",
+            "Time of one S3 call",
+            ["operation", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.uploads = Counter(
+            "monogram_uploads", "Upload attempts by result", ["result"], registry=r
+        )
+        self.pool_connections = Gauge(
+            "monogram_db_pool_connections",
+            "This process's pool: open connections by state",
+            ["state"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.pool_waiting = Gauge(
+            "monogram_db_pool_waiting",
+            "Requests waiting for a pooled connection",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.server_connections = Gauge(
+            "monogram_db_server_connections",
+            "Connections on the PostgreSQL server (pg_stat_activity), by state; sampled",
+            ["state"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.server_max_connections = Gauge(
+            "monogram_db_server_max_connections",
+            "The server's max_connections",
+            multiprocess_mode="max",
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
+
+    async def timed_s3(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await call
+            outcome = "ok"
+            return result
+        except TimeoutError:
+            outcome = "timeout"
+            raise
+        finally:
+            self.s3_seconds.labels(operation, outcome).observe(time.perf_counter() - started)
+
+    @asynccontextmanager
+    async def waiting_for_pool(self) -> AsyncIterator[None]:
+        self.pool_waiting.inc()
+        try:
+            yield
+        finally:
+            self.pool_waiting.dec()
+
+
+def route_of(request: web.Request) -> str:
+    """The route's template, never the raw path: a bounded set of label values."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    response = await handler(
+        request
+    )  # the error middleware inside has turned errors into responses
+    route = route_of(request)
+    status_class = f"{response.status // 100}xx"
+    metrics.requests.labels(route, request.method, status_class).inc()
+    metrics.request_seconds.labels(route, request.method, status_class).observe(
+        time.perf_counter() - started
+    )
+    metrics.request_bytes.labels(route).inc(request.content.total_bytes)
+    body = getattr(response, "body", None)
+    metrics.response_bytes.labels(route).inc(len(body) if isinstance(body, bytes) else 0)
+    return response
+
+
+@public
+async def serve_metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token and request.headers.get("Authorization") != f"Bearer {token}":
+        raise Unauthorized("GET /metrics needs the METRICS_TOKEN as a bearer token")
+    body = await asyncio.get_running_loop().run_in_executor(None, request.app[METRICS].exposition)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def sample_database(app: web.Application) -> None:
+    """Pool and server connection counts, every few seconds, never per request."""
+    metrics = app[METRICS]
+    while True:
+        pool = app[DB_POOL]
+        size, idle = pool.get_size(), pool.get_idle_size()
+        metrics.pool_connections.labels("open").set(size)
+        metrics.pool_connections.labels("idle").set(idle)
+        metrics.pool_connections.labels("in_use").set(size - idle)
+        metrics.pool_connections.labels("max").set(pool.get_max_size())
+        try:
+            async with db.connection(app) as conn:
+                rows = [row async for row in db.queries.server_connections(conn)]
+                max_connections = await db.queries.max_connections(conn)
+            metrics.server_connections.clear()
+            for row in rows:
+                metrics.server_connections.labels(row["state"]).set(row["connections"])
+            metrics.server_max_connections.set(int(max_connections))
+        except Exception as exc:  # down or busy: /readyz says so, the next sample will tell
+            log.debug("connection sample skipped: %s", type(exc).__name__)
+        await asyncio.sleep(SERVER_SAMPLE_SECONDS)
+
+
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    sampler = asyncio.create_task(sample_database(app), name="metrics-sampler")
+    yield
+    sampler.cancel()
+    with suppress(asyncio.CancelledError):
+        await sampler
+    if app[METRICS].multiprocess_dir is not None:  # this process's gauges stop counting
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
