@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from app import accounts, feed, health, media, posts
+from app import web as web_client
 from app.auth import Tokens, auth_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
             *media.routes,
             *posts.routes,
             *feed.routes,
+            *web_client.routes,
         ]
     )
     return app

@@ -1,0 +1,62 @@
+"""The web client: three static files, served by the service itself (no build step, no CDN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from app.auth import public
+from app.errors import NotFound
+from app.keys import SETTINGS
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+FILES = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "app.css": "text/css",
+}
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _headers(request: web.Request, content_type: str) -> dict[str, str]:
+    # Images come from the S3 origin; everything else only from here.
+    images = _origin(request.app[SETTINGS].public_base_url)
+    return {
+        "Content-Type": f"{content_type}; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": (
+            f"default-src 'self'; img-src 'self' blob: {images}; object-src 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'"
+        ),
+    }
+
+
+@public
+async def index(request: web.Request) -> web.Response:
+    return _file(request, "index.html")
+
+
+@public
+async def static_file(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in FILES:  # a fixed list: no path ever reaches the file system
+        raise NotFound("no such file")
+    return _file(request, name)
+
+
+def _file(request: web.Request, name: str) -> web.Response:
+    body = (STATIC_DIR / name).read_bytes()
+    return web.Response(body=body, headers=_headers(request, FILES[name]))
+
+
+routes = [
+    web.get("/", index),
+    web.get("/static/{name}", static_file),
+]

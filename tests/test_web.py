@@ -1,0 +1,130 @@
+"""The web client in a real browser (Debian's Chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import CORPUS, PASSWORD, ROOT, AiohttpClient
+from tests.test_feed import insert_posts
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="no Chromium: install Debian's chromium package (.ci/run does) to run browser tests",
+    ),
+]
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+expect = playwright_api.expect
+
+ARTIFACTS = ROOT / ".artifacts"
+# This machine's network is closed: keep Chromium from reaching for Google's services.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+PHONE = {"width": 390, "height": 844}
+
+
+async def sign_up(page: object, base: str, username: str) -> None:
+    await page.goto(base)  # type: ignore[attr-defined]
+    await page.get_by_label("Username").first.fill(username)  # type: ignore[attr-defined]
+    await page.get_by_label("Password").fill(PASSWORD)  # type: ignore[attr-defined]
+    await page.get_by_role("button", name="Sign up").click()  # type: ignore[attr-defined]
+    await expect(page.locator("#whoami")).to_have_text(f"@{username}")  # type: ignore[attr-defined]
+
+
+async def test_two_people_share_follow_see_and_like_a_photo(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings.with_overrides(thumbnail_warm_start=True)))
+    base = str(client.make_url("/"))
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            # Alice shares a real photo from the corpus.
+            alice = await (await browser.new_context()).new_page()
+            await sign_up(alice, base, "alice")
+            await alice.set_input_files("input[type=file]", str(CORPUS / "logo.svg"))
+            await alice.get_by_role("button", name="Upload").click()
+            await expect(alice.locator("#status")).to_contain_text("not a JPEG, PNG or HEIC")
+            big = ARTIFACTS / "big.jpg"
+            ARTIFACTS.mkdir(exist_ok=True)
+            big.write_bytes(b"\xff\xd8\xff" + bytes(11 * 1024 * 1024))
+            await alice.set_input_files("input[type=file]", str(big))
+            await alice.get_by_role("button", name="Upload").click()
+            await expect(alice.locator("#status")).to_contain_text("larger than 10 MB")
+            big.unlink()
+            await alice.set_input_files("input[type=file]", str(CORPUS / "rotation" / "6.jpg"))
+            await alice.get_by_role("button", name="Upload").click()
+            await expect(alice.locator("#preview")).to_be_visible()
+            await alice.get_by_label("Caption").fill("A waterfall, the right way up")
+            await alice.get_by_role("button", name="Post").click()
+            await expect(alice.locator("#status")).to_contain_text("Posted")
+            assert settings.database_url is not None
+            conn = await asyncpg.connect(settings.database_url)
+            alice_id = await conn.fetchval("SELECT user_id FROM users WHERE username = 'alice'")
+            now = await conn.fetchval("SELECT min(created_at) FROM posts")
+            await conn.close()
+
+            # Bob, on a phone, follows her and sees it in his feed.
+            bob = await (await browser.new_context(viewport=PHONE)).new_page()
+            await sign_up(bob, base, "bob")
+            await bob.locator("#find-form").get_by_label("Username").fill("alice")
+            await bob.get_by_role("button", name="Find").click()
+            await expect(bob.locator("#profile-name")).to_contain_text("@alice")
+            await bob.get_by_role("button", name="Follow").click()
+            post = bob.locator("li.post").first
+            await expect(post).to_contain_text("@alice")
+            await expect(post).to_contain_text("A waterfall, the right way up")
+
+            like = post.get_by_role("button", name="Like")
+            await like.click()
+            await expect(like).to_have_text("♥ Liked · 1")
+            await expect(like).to_have_attribute("aria-pressed", "true")
+
+            # By keyboard: unlike and like again.
+            await like.focus()
+            await bob.keyboard.press("Enter")
+            await expect(like).to_have_text("♡ Like · 0")
+            await bob.keyboard.press("Enter")
+            await expect(like).to_have_text("♥ Liked · 1")
+
+            # A reload keeps the session and the like.
+            await bob.reload()
+            post = bob.locator("li.post").first
+            await expect(post.get_by_role("button", name="Liked")).to_have_text("♥ Liked · 1")
+
+            # The image came from S3 with its size known beforehand, and the page fits a phone.
+            image = post.locator("img")
+            await expect(image).to_have_attribute("width", "231")
+            await expect(image).to_have_attribute("height", "308")
+            assert await image.evaluate("img => img.complete && img.naturalWidth > 0")
+            assert await bob.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+            # Scrolling loads the rest of the feed, page by page, through the cursor.
+            older = [now - dt.timedelta(minutes=m) for m in range(1, 25)]
+            assert settings.database_url is not None
+            await insert_posts(settings.database_url, alice_id, older)
+            await bob.reload()
+            end = bob.get_by_text("That is everything from the people you follow.")
+            for _ in range(20):
+                if await end.is_visible():
+                    break
+                await bob.mouse.wheel(0, 4000)
+                await bob.wait_for_timeout(150)
+            await expect(end).to_be_visible()
+            await expect(bob.locator("li.post")).to_have_count(25)
+            await bob.evaluate("window.scrollTo(0, 0)")
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            await bob.screenshot(path=str(ARTIFACTS / "feed.png"), full_page=True)
+        finally:
+            await browser.close()
