@@ -49,7 +49,6 @@ class Upload:
     """The received file, and the share of the byte budget it holds."""
 
     data: bytes
-    filename: str | None
     budget: ByteBudget
     reserved: int
 
@@ -108,7 +107,7 @@ async def receive(request: web.Request) -> AsyncIterator[Upload]:
     try:
         try:
             # No local keeps the body: the caller may drop it once it has a replacement.
-            upload = Upload(*await _read_file_part(request, settings), budget, reservation)
+            upload = Upload(await _read_file_part(request, settings), budget, reservation)
         except AppError as exc:
             _abandon_body(request, exc)
             raise
@@ -133,13 +132,14 @@ def check_headers(request: web.Request) -> None:
         raise TooLarge(f"the upload is over the limit of {settings.max_upload_bytes:,} bytes")
 
 
-async def _read_file_part(request: web.Request, settings: Settings) -> tuple[bytes, str | None]:
+async def _read_file_part(request: web.Request, settings: Settings) -> bytes:
+    """The bytes of the part named file. Its file name and type claims are ignored."""
     clock = _RateFloor(settings)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError, HttpProcessingError):
         raise BadRequest("the body is not valid multipart/form-data") from None
-    upload: tuple[bytes, str | None] | None = None
+    upload: bytes | None = None
     other_bytes = 0
     try:
         for _ in range(MAX_PARTS):
@@ -149,8 +149,7 @@ async def _read_file_part(request: web.Request, settings: Settings) -> tuple[byt
             if not isinstance(part, BodyPartReader):
                 raise BadRequest("nested multipart bodies are not accepted")
             if part.name == "file" and upload is None:
-                data = await _read_capped(part, settings.max_upload_bytes, clock)
-                upload = (data, part.filename)
+                upload = await _read_capped(part, settings.max_upload_bytes, clock)
             else:
                 other_bytes += len(await _read_capped(part, FRAMING_ALLOWANCE - other_bytes, clock))
         else:
@@ -160,7 +159,7 @@ async def _read_file_part(request: web.Request, settings: Settings) -> tuple[byt
         raise BadRequest("the body is not valid multipart/form-data") from None
     if upload is None:
         raise BadRequest("the upload has no part named file")
-    if not upload[0]:
+    if not upload:
         raise BadRequest("the file part is empty")
     return upload
 

@@ -7,9 +7,15 @@ tables and a bucket of its own.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,3 +177,39 @@ async def make_users(client: Client, dsn: str, count: int, prefix: str = "user")
         await conn.close()
     tokens = client.app[TOKENS]
     return [User(r["user_id"], r["username"], tokens.issue(r["user_id"])) for r in rows]
+
+
+def wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], timeout: float = 90, why: str = ""
+) -> None:
+    """Poll GET {url}/readyz until it answers 200; fail at once if the process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"the process exited with {process.returncode}. {why}"
+        assert time.monotonic() < deadline, f"{url} was not ready within {timeout}s. {why}"
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+
+@contextmanager
+def service_process(settings: Settings, **env: str) -> Iterator[tuple[str, int]]:
+    """`python -m app serve` in a process of its own, as a deployment runs it; ready on entry."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve"],
+        cwd=ROOT,
+        env={**os.environ, **settings.to_env(), "PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -20,7 +20,7 @@ import pytest
 
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_until_ready
 
 START_TIMEOUT = 90
 
@@ -64,7 +64,7 @@ class Stack:
             start_new_session=True,
         )
         try:
-            self._wait_ready(runner)
+            wait_until_ready(self.url, runner, START_TIMEOUT, why=self.log_tail())
             yield runner
         finally:
             if runner.poll() is None:
@@ -76,19 +76,6 @@ class Stack:
                 raise
             finally:
                 log.close()
-
-    def _wait_ready(self, runner: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert runner.poll() is None, f"runner exited: {self.log_tail()}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"not ready within {START_TIMEOUT}s: {self.log_tail()}")
 
     def log_tail(self) -> str:
         return (self.local_dir.parent / "runner.log").read_text(errors="replace")[-3000:]

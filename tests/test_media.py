@@ -29,16 +29,36 @@ from tests.conftest import CORPUS, AiohttpClient, Client, User, free_port, setti
 from tests.test_http import assert_error_shape
 
 ACCEPTED = [
-    "Example1.heic", "heic-orientation-6.heic", "oneplus-heic.heic", "apple-heic-gainmap.heic",
+    "Example1.heic",
+    "heic-orientation-6.heic",
+    "oneplus-heic.heic",
+    "apple-heic-gainmap.heic",
     *(f"rotation/{n}.jpg" for n in range(1, 9)),
-    "sample.jpg", "sample-xyb.jpg", "ultra-hdr.jpg", "cd1.1.jpg", "cd2.1.jpg", "cd3.1.jpg",
-    "cd4.1.jpg", "sample.png", "indexed.png", "rgba.png", "trans-x.png",
-]  # fmt: skip
+    "sample.jpg",
+    "sample-xyb.jpg",
+    "ultra-hdr.jpg",
+    "cd1.1.jpg",
+    "cd2.1.jpg",
+    "cd3.1.jpg",
+    "cd4.1.jpg",
+    "sample.png",
+    "indexed.png",
+    "rgba.png",
+    "trans-x.png",
+]
 REFUSED_TYPES = [
-    "17000x17000.avif", "avif-orientation-6.avif", "1.webp", "looks-like-svg.webp",
-    "big-height.webp", "logo.svg", "cogs.gif", "truncated.gif", "sample.tif", "blankpage.pdf",
+    "17000x17000.avif",
+    "avif-orientation-6.avif",
+    "1.webp",
+    "looks-like-svg.webp",
+    "big-height.webp",
+    "logo.svg",
+    "cogs.gif",
+    "truncated.gif",
+    "sample.tif",
+    "blankpage.pdf",
     "favicon.ico",
-]  # fmt: skip
+]
 
 
 @pytest.fixture(autouse=True)
@@ -105,9 +125,15 @@ async def test_accepted_images_are_stored_with_a_thumbnail(
     assert response.status == 201, await response.text()
     body = await response.json()
     assert set(body) == {
-        "media_id", "content_type", "width", "height", "bytes", "original_url", "thumbnail_url",
+        "media_id",
+        "content_type",
+        "width",
+        "height",
+        "bytes",
+        "original_url",
+        "thumbnail_url",
         "created_at",
-    }  # fmt: skip
+    }
     assert body["bytes"] == len(data)
     assert (
         body["content_type"]
@@ -420,9 +446,11 @@ async def test_with_s3_down_the_upload_is_503_and_no_row_exists(
 
 
 async def test_with_the_database_down_after_storing_no_object_remains(
-    aiohttp_client: AiohttpClient, fresh_postgres: EmbeddedPostgres, s3_server: EmbeddedS3,
+    aiohttp_client: AiohttpClient,
+    fresh_postgres: EmbeddedPostgres,
+    s3_server: EmbeddedS3,
     bucket: str,
-) -> None:  # fmt: skip
+) -> None:
     from app.migrations import migrate
 
     await migrate(fresh_postgres.dsn)

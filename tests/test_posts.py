@@ -99,9 +99,11 @@ async def test_two_posts_racing_for_one_upload_give_one_201_and_one_409(client: 
     ada = await sign_up(client, "ada")
     media = await upload_photo(client, ada)
     responses = await asyncio.gather(
-        *(client.post("/v1/posts", json={"media_id": media["media_id"]}, headers=ada.auth)
-          for _ in range(2))
-    )  # fmt: skip
+        *(
+            client.post("/v1/posts", json={"media_id": media["media_id"]}, headers=ada.auth)
+            for _ in range(2)
+        )
+    )
     assert sorted(r.status for r in responses) == [201, 409]
 
 

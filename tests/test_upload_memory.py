@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import aiohttp
 import pillow_heif
@@ -26,7 +20,7 @@ import pyvips
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.s3 import EmbeddedS3
 from app.settings import Settings
-from tests.conftest import CORPUS, PASSWORD, ROOT, free_port, settings_for
+from tests.conftest import CORPUS, PASSWORD, service_process, settings_for
 
 MIB = 1024 * 1024
 SMALL_BUDGET = 24 * MIB
@@ -60,39 +54,15 @@ class PeakRss(threading.Thread):
         return self.peak
 
 
-@contextmanager
-def service(settings: Settings, budget: int) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        **settings.to_env(),
-        "PORT": str(port),
-        "UPLOAD_MEMORY_BUDGET": str(budget),
-        "UPLOAD_BUDGET_WAIT": "120",  # every upload waits its turn: none is refused
-        "THUMBNAIL_QUEUE_WAIT": "120",
-        "THUMBNAIL_QUEUE": "64",
-        "THUMBNAIL_WARM_START": "true",
-        "LOG_LEVEL": "WARNING",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL
+def service(settings: Settings, budget: int) -> AbstractContextManager[tuple[str, int]]:
+    return service_process(
+        settings,
+        UPLOAD_MEMORY_BUDGET=str(budget),
+        UPLOAD_BUDGET_WAIT="120",  # every upload waits its turn: none is refused
+        THUMBNAIL_QUEUE_WAIT="120",
+        THUMBNAIL_QUEUE="64",
+        THUMBNAIL_WARM_START="true",
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "the service exited"
-            assert time.monotonic() < deadline, "the service did not become ready"
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 async def burst_growth(url: str, pid: int, photo: bytes, username: str) -> int:
@@ -123,9 +93,12 @@ async def burst_growth(url: str, pid: int, photo: bytes, username: str) -> int:
 
 
 async def test_peak_memory_of_50_concurrent_uploads_is_bounded_by_the_budget(
-    postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str, clean_database: str,
+    postgres: EmbeddedPostgres,
+    s3_server: EmbeddedS3,
+    bucket: str,
+    clean_database: str,
     camera_jpeg: bytes,
-) -> None:  # fmt: skip
+) -> None:
     settings = settings_for(postgres, s3_server, bucket)
     seed_budget = Settings().upload_memory_budget  # 100 MiB: the seed's 2 MB x 50 uploads
     with service(settings, seed_budget) as (url, pid):

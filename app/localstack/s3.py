@@ -73,10 +73,6 @@ class EmbeddedS3:
         self._process = None
         log.info("s3 (moto) stopped")
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def _answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1) as response:  # noqa: S310
