@@ -266,6 +266,12 @@ async def test_the_feed_reads_a_bounded_number_of_rows_at_every_point_of_the_gri
         fallback_rows, fallback_ms = await explain(grid_conn, *sql_of("feed_page", **params))
         our_rows, our_ms = our_rows + fallback_rows, our_ms + fallback_ms
     seed_rows, seed_ms = await explain(grid_conn, seed_sql, seed_args)
+    if followed == 5000:  # the plans themselves, at the largest F
+        answering = "feed_recent" if strategy == "recent" else "feed_page"
+        sql, args = sql_of(answering, probe_rows=PROBE_ROWS, **params)
+        plan = await grid_conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", *args)
+        grid_report.append(f"  plan of {answering} at F={followed} {kind}:")
+        grid_report.extend(f"    {row[0]}" for row in plan)
     grid_report.append(
         f"  F={followed:>5} {kind:>6}: {strategy:>12} {our_ms:6.2f} ms, {our_rows:>5} post rows;"
         f" seed's JOIN {seed_ms:7.2f} ms, {seed_rows:>6} rows ({seed_ms / our_ms:6.1f}x)"

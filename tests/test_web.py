@@ -73,6 +73,17 @@ async def test_two_people_share_follow_see_and_like_a_photo(
             await alice.get_by_label("Caption").fill("A waterfall, the right way up")
             await alice.get_by_role("button", name="Post").click()
             await expect(alice.locator("#status")).to_contain_text("Posted")
+            # Every error the API can give reads as words, from the page's own mapping.
+            for status, code, retry, words in [
+                (429, "rate_limited", "7", "Try again in 7 seconds"),
+                (503, "overloaded", "1", "busy right now"),
+                (413, "payload_too_large", None, "larger than 10 MB"),
+                (415, "unsupported_media_type", None, "not a JPEG, PNG or HEIC"),
+            ]:
+                text = await alice.evaluate(
+                    "([s, c, r]) => explain(new ApiError(s, c, 'raw', r))", [status, code, retry]
+                )
+                assert words in text, (code, text)
             assert settings.database_url is not None
             conn = await asyncpg.connect(settings.database_url)
             alice_id = await conn.fetchval("SELECT user_id FROM users WHERE username = 'alice'")
