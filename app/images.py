@@ -12,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -65,6 +66,9 @@ class Processed:
 
 def _init_worker() -> None:
     import pyvips
+
+    # Ctrl-C reaches the whole process group; the service stops its workers itself, in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # Only the two loaders this service accepts can ever run, and nothing flagged unsafe.
     pyvips.block_untrusted_set(True)

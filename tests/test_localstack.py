@@ -145,6 +145,8 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: 
         )
 
     assert runner.returncode == 0, stack.log_tail()
+    # A clean stop: no traceback from any process the stack started (image workers included).
+    assert "Traceback" not in (stack.local_dir.parent / "runner.log").read_text(errors="replace")
     for port in (stack.port, stack.pg_port, stack.s3_port):
         assert not listening(port), f"port {port} still open after Ctrl-C"
     assert processes_mentioning(str(stack.local_dir)) == []
