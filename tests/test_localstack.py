@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
+from app.localstack.s3 import EmbeddedS3
 from tests.conftest import ROOT, free_port, wait_until_ready
 
 START_TIMEOUT = 90
@@ -96,20 +96,6 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID,
-        aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
 async def insert_user(dsn: str, username: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -135,7 +121,7 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: 
 
     with stack.running() as runner:
         asyncio.run(insert_user(stack.postgres.dsn, "before_restart"))
-        s3 = s3_client(f"http://127.0.0.1:{stack.s3_port}")
+        s3 = EmbeddedS3(stack.s3_port).client()  # a client of the running one
         s3.put_object(
             Bucket="monogram", Key="media/1/photo.jpg", Body=photo, ContentType="image/jpeg"
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +27,7 @@ from tests.conftest import (
     settings_for,
     sign_up,
 )
+from tests.test_media import upload
 from tests.test_posts import publish
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -62,9 +61,7 @@ async def test_an_upload_a_feed_read_and_a_failed_upload_show_in_every_family(
     await client.put(f"/v1/following/{author.id}", headers=reader.auth)
     await publish(client, author)  # an upload and a post
     assert (await client.get("/v1/feed", headers=reader.auth)).status == 200
-    form = aiohttp.FormData()
-    form.add_field("file", io.BytesIO((CORPUS / "logo.svg").read_bytes()), filename="x.jpg")
-    assert (await client.post("/v1/media", data=form, headers=author.auth)).status == 415
+    assert (await upload(client, author, (CORPUS / "logo.svg").read_bytes())).status == 415
     await asyncio.sleep(0.05)
 
     m = await scrape(client)

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import random
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from tests.conftest import CORPUS, Client, User, make_users, sign_up
 from tests.test_http import assert_error_shape
+from tests.test_media import upload
 
 PHOTO = (CORPUS / "sample.jpg").read_bytes()
 
 
 async def upload_photo(client: Client, user: User) -> dict[str, Any]:
-    form = aiohttp.FormData()
-    form.add_field("file", io.BytesIO(PHOTO), filename="photo.jpg")
-    response = await client.post("/v1/media", data=form, headers=user.auth)
+    response = await upload(client, user, PHOTO)
     assert response.status == 201, await response.text()
     body: dict[str, Any] = await response.json()
     return body
