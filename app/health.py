@@ -10,7 +10,7 @@ from aiohttp import web
 from app import db
 from app.auth import public
 from app.http import error_response, json_response
-from app.keys import SETTINGS, STORAGE
+from app.keys import DB_POOL, LIFECYCLE, SETTINGS, STORAGE
 
 
 @public
@@ -20,6 +20,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 @public
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[LIFECYCLE].draining:
+        return error_response(
+            503,
+            "draining",
+            "shutting down: finishing the requests in flight",
+            headers={"Retry-After": "1"},
+        )
     timeout = request.app[SETTINGS].readiness_timeout
     postgresql, s3 = await asyncio.gather(
         _probe(_check_database(request.app), timeout),
@@ -39,6 +46,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _check_database(app: web.Application) -> None:
+    pool = app[DB_POOL]
+    if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
+        # Every connection is open and at work, so the server answers. Waiting for one
+        # would fail this check under load: a balancer would then take every process out
+        # of rotation at once, and hold requests instead of letting them be shed here.
+        return
     async with db.connection(app) as conn:
         await db.queries.ping(conn)
 

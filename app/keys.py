@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from app.auth import Tokens
     from app.cursors import Cursors
     from app.images import ImagePool
+    from app.lifecycle import Lifecycle
     from app.metrics import Metrics
     from app.passwords import Passwords
     from app.ratelimit import RateLimiter
@@ -29,6 +30,7 @@ RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 IMAGES: web.AppKey[ImagePool] = web.AppKey("images")
 UPLOAD_BUDGET: web.AppKey[ByteBudget] = web.AppKey("upload_budget")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # perf_counter() when the request reached the app: uvloop's clock only has milliseconds.

@@ -68,6 +68,9 @@ def configure(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
 class JsonAccessLogger(AbstractAccessLogger):
     """One JSON line per response: who asked what, how it went, how long, how many bytes."""
 
@@ -76,7 +79,10 @@ class JsonAccessLogger(AbstractAccessLogger):
         duration = perf_counter() - started if started is not None else time
         match_info = getattr(request, "match_info", None)
         route = getattr(getattr(match_info, "route", None), "resource", None)
-        self.logger.info(
+        # A balancer probes every process twice a second: passing probes would drown the log.
+        probe_passed = request.path in PROBE_PATHS and response.status < 400
+        self.logger.log(
+            logging.DEBUG if probe_passed else logging.INFO,
             "%s %s %s",
             request.method,
             request.path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import socket
 
 from aiohttp import web
 
@@ -14,8 +15,21 @@ from app.auth import Tokens, auth_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
 from app.images import images_ctx
-from app.keys import CURSORS, METRICS, RATE_LIMITER, SETTINGS, TOKENS, UPLOAD_BUDGET
-from app.logs import JsonAccessLogger
+from app.keys import (
+    CURSORS,
+    LIFECYCLE,
+    METRICS,
+    RATE_LIMITER,
+    SETTINGS,
+    TOKENS,
+    UPLOAD_BUDGET,
+)
+from app.lifecycle import (
+    Lifecycle,
+    close_connection_while_draining,
+    in_flight_middleware,
+    serve_until_signalled,
+)
 from app.metrics import Metrics, metrics_ctx, metrics_middleware, serve_metrics
 from app.middlewares import error_middleware, request_id_middleware
 from app.passwords import passwords_ctx
@@ -34,9 +48,11 @@ def create_app(settings: Settings) -> web.Application:
     if not settings.jwt_secret:
         raise SettingsError("JWT_SECRET is not set: `make run` makes one, `serve` needs it")
     app = web.Application(
-        # Outermost first: every response gets an id and is counted, every error gets one
-        # shape, then the caller is identified, then held to their rate.
+        # Outermost first: every request is known to be in flight (for a graceful stop),
+        # every response gets an id and is counted, every error gets one shape, then the
+        # caller is identified, then held to their rate.
         middlewares=[
+            in_flight_middleware,
             request_id_middleware,
             metrics_middleware,
             error_middleware,
@@ -46,7 +62,11 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=JSON_BODY_LIMIT,
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics(settings.prometheus_multiproc_dir)
+    app[METRICS] = Metrics(
+        settings.prometheus_multiproc_dir, settings.service_instance or socket.gethostname()
+    )
+    app[LIFECYCLE] = Lifecycle()
+    app.on_response_prepare.append(close_connection_while_draining)
     app[TOKENS] = Tokens(settings)
     app[CURSORS] = Cursors(settings.jwt_secret)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
@@ -112,12 +132,5 @@ def serve(settings: Settings) -> None:
         },
     )
     tune_allocator()
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log_class=JsonAccessLogger,
-        shutdown_timeout=settings.shutdown_timeout,
-        loop=new_event_loop(),
-        print=None,
-    )
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(serve_until_signalled(create_app(settings), settings))

@@ -33,6 +33,17 @@ class Settings:
         "seconds in-flight requests get to finish after SIGTERM",
         default=20.0,
     )
+    shutdown_drain: float = _env(
+        "SHUTDOWN_DRAIN",
+        "seconds after SIGTERM during which /readyz answers 503 and requests are still served, "
+        "so a load balancer's health check moves traffic away first (`make stack` sets 2)",
+        default=0.0,
+    )
+    service_instance: str | None = _env(
+        "SERVICE_INSTANCE",
+        "this process's name in the per-process request counter; unset: the host name",
+        default=None,
+    )
 
     database_url: str | None = _env(
         "DATABASE_URL",
@@ -226,6 +237,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be a positive number of seconds")
+        if self.shutdown_drain < 0:
+            raise SettingsError("SHUTDOWN_DRAIN must be 0 or more seconds")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:
             raise SettingsError("JWT_SECRET must be at least 32 characters (HS256 needs 256 bits)")
         for name in (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import os
+import signal
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -17,7 +19,7 @@ import pytest
 import pyvips
 from aiohttp import web
 
-from app.auth import public
+from app.auth import Tokens, public
 from app.keys import STORAGE
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.s3 import EmbeddedS3
@@ -25,7 +27,17 @@ from app.main import create_app
 from app.settings import Settings
 from app.storage import Storage, s3_client
 from app.sweep import find_orphans
-from tests.conftest import CORPUS, AiohttpClient, Client, User, free_port, settings_for, sign_up
+from tests.conftest import (
+    CORPUS,
+    AiohttpClient,
+    Client,
+    User,
+    free_port,
+    make_users,
+    service_process,
+    settings_for,
+    sign_up,
+)
 from tests.test_http import assert_error_shape
 
 ACCEPTED = [
@@ -75,7 +87,7 @@ async def no_orphans_left(settings: Settings, clean_database: str) -> AsyncItera
 
 
 async def upload(
-    client: Client,
+    client: Client | aiohttp.ClientSession,
     user: User,
     data: bytes,
     *,
@@ -596,3 +608,66 @@ async def test_a_full_byte_budget_answers_503(
     await holder
     accepted = await upload(client, user, (CORPUS / "sample.jpg").read_bytes())
     assert accepted.status == 201
+
+
+# --- graceful shutdown ---------------------------------------------------------------
+
+
+async def test_an_upload_still_arriving_at_sigterm_is_finished_and_stored(
+    settings: Settings, clean_database: str
+) -> None:
+    """SIGTERM mid-body: the listener closes at once, but the upload begun gets its 201."""
+    (uploader,) = await make_users(Tokens(settings), clean_database, 1, prefix="late")
+    photo = (CORPUS / "sample.jpg").read_bytes()
+    boundary = "monogram-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    halfway, resume = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield head + photo[: len(photo) // 2]
+        halfway.set()
+        await resume.wait()
+        yield photo[len(photo) // 2 :] + f"\r\n--{boundary}--\r\n".encode()
+
+    with service_process(settings, SHUTDOWN_DRAIN="0") as (url, pid):
+        async with aiohttp.ClientSession(url) as session:
+            posting = asyncio.create_task(
+                session.post(
+                    "/v1/media",
+                    data=slow_body(),
+                    headers={
+                        **uploader.auth,
+                        "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    },
+                )
+            )
+            await halfway.wait()
+            await asyncio.sleep(0.3)  # the service is reading the body
+            os.kill(pid, signal.SIGTERM)
+            assert await refuses_connections(url), "new connections still taken after SIGTERM"
+            resume.set()
+            response = await posting
+            assert response.status == 201, await response.text()
+            media_id = (await response.json())["media_id"]
+
+    rows = await media_rows(clean_database)
+    assert [row["media_id"] for row in rows] == [media_id]
+    async with s3_client(settings) as client:
+        listing = await client.list_objects_v2(Bucket=settings.s3_bucket)
+    stored = {item["Key"] for item in listing.get("Contents", [])}
+    assert {rows[0]["original_key"], rows[0]["thumbnail_key"]} <= stored
+
+
+async def refuses_connections(url: str, seconds: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            async with aiohttp.ClientSession(url) as other, other.get("/healthz"):
+                pass
+        except aiohttp.ClientConnectionError:
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
+import aiohttp
 from aiohttp import web
 
 from app import db
@@ -15,8 +18,9 @@ from app.main import create_app
 from app.migrations import migrate
 from app.settings import Settings
 from app.storage import ensure_bucket
-from tests.conftest import AiohttpClient, free_port, settings_for
+from tests.conftest import AiohttpClient, free_port, service_process, settings_for
 from tests.test_http import assert_error_shape
+from tests.test_media import refuses_connections
 
 
 @public
@@ -152,3 +156,28 @@ async def test_an_exhausted_pool_answers_503_busy_instead_of_queueing_forever(
     release.set()
     assert [r.status for r in await asyncio.gather(*holders)] == [200, 200]
     assert (await client.get("/test/users")).status == 200
+
+
+async def test_a_draining_process_fails_readiness_but_still_serves(settings: Settings) -> None:
+    """SIGTERM with SHUTDOWN_DRAIN: /readyz says "draining", other routes answer with
+    Connection: close, and only after the drain does the listener close."""
+    with service_process(settings, SHUTDOWN_DRAIN="2") as (url, pid):
+        signalled = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        async with aiohttp.ClientSession(url) as session:
+            await asyncio.sleep(0.2)
+            async with session.get("/readyz") as response:
+                assert response.status == 503
+                assert response.headers["Retry-After"] == "1"
+                assert_error_shape(await response.json(), "draining")
+            async with session.get("/healthz") as response:
+                assert response.status == 200
+                assert response.headers["Connection"] == "close"
+        # The server itself closes the connection after the response.
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: monogram\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), timeout=1.5)  # read() ends at EOF
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert await refuses_connections(url, seconds=10)
+        assert time.monotonic() - signalled >= 1.9
