@@ -6,10 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help run serve migrate test lint fmt clean
+.PHONY: help run stack restart-rolling serve migrate test lint fmt clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
-run: $(STAMP)  ## start PostgreSQL, S3 and the service on http://127.0.0.1:$$PORT (Ctrl-C stops all)
+run: $(STAMP)  ## start PostgreSQL, S3 and the service on http://127.0.0.1:8080 (Ctrl-C stops all)
 	$(PY) -m app local
+
+WORKERS ?= 3
+stack: $(STAMP)  ## the seed's topology: WORKERS=3 service processes behind Caddy on :8080
+	$(PY) -m app stack --processes $(WORKERS)
+
+restart-rolling: $(STAMP)  ## replace the processes of a running `make stack` one at a time
+	$(PY) -m app restart-rolling
 
 serve: $(STAMP)  ## start only the service, against DATABASE_URL and S3_ENDPOINT_URL
 	$(PY) -m app serve

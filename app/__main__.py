@@ -1,4 +1,4 @@
-"""Command line: `python -m app serve|migrate|local`."""
+"""Command line: `python -m app serve|migrate|local|stack|...` (`--help` lists them)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands.add_parser(
         "local", help="start the embedded PostgreSQL and S3 where unset, migrate, then serve"
+    )
+    stack = commands.add_parser(
+        "stack",
+        help="like local, but N service processes on PORT+1.. behind Caddy on PORT",
+    )
+    stack.add_argument(
+        "--processes", type=int, default=3, metavar="N", help="service processes (default 3)"
+    )
+    commands.add_parser(
+        "restart-rolling",
+        help="replace the processes of the running `stack` one at a time, without dropping traffic",
     )
     args = parser.parse_args(argv)
 
@@ -66,6 +77,16 @@ def main(argv: list[str] | None = None) -> None:
         from app.localstack.runner import run_local
 
         raise SystemExit(run_local(settings))
+    elif args.command == "stack":
+        from app.localstack.stack import run_stack
+
+        if args.processes < 1:
+            raise SystemExit("--processes must be at least 1")
+        raise SystemExit(run_stack(settings, args.processes))
+    elif args.command == "restart-rolling":
+        from app.localstack.stack import restart_rolling
+
+        raise SystemExit(restart_rolling(settings))
 
 
 if __name__ == "__main__":

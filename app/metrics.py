@@ -51,10 +51,11 @@ SERVER_SAMPLE_SECONDS = 5.0
 class Metrics:
     """Every metric of the service, registered in a registry of its own."""
 
-    def __init__(self, multiprocess_dir: str | None) -> None:
+    def __init__(self, multiprocess_dir: str | None, process_name: str) -> None:
         # prometheus-client reads PROMETHEUS_MULTIPROC_DIR itself when imported; the same
         # setting tells this class to serve the sum of every process's files.
         self.multiprocess_dir = multiprocess_dir
+        self.process_name = process_name
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_bytes = Counter(
@@ -73,6 +74,14 @@ class Metrics:
             "monogram_http_requests",
             "Requests answered",
             ["route", "method", "status_class"],
+            registry=r,
+        )
+        # Behind a balancer, the spread of traffic over the processes: the sum over
+        # processes hides it. One label value per process name, stable across restarts.
+        self.process_requests = Counter(
+            "monogram_process_http_requests",
+            "Requests answered, by service process (SERVICE_INSTANCE)",
+            ["process"],
             registry=r,
         )
         self.request_seconds = Histogram(
@@ -190,6 +199,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = route_of(request)
     status_class = f"{response.status // 100}xx"
     metrics.requests.labels(route, request.method, status_class).inc()
+    metrics.process_requests.labels(metrics.process_name).inc()
     metrics.request_seconds.labels(route, request.method, status_class).observe(
         time.perf_counter() - started
     )
@@ -224,7 +234,6 @@ async def sample_database(app: web.Application) -> None:
             async with db.connection(app) as conn:
                 rows = [row async for row in db.queries.server_connections(conn)]
                 max_connections = await db.queries.max_connections(conn)
-            metrics.server_connections.clear()
             for row in rows:
                 metrics.server_connections.labels(row["state"]).set(row["connections"])
             metrics.server_max_connections.set(int(max_connections))

@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from app.auth import Tokens
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, EmbeddedS3
 from app.main import create_app
@@ -160,10 +161,8 @@ async def sign_up(client: Client, username: str, password: str = PASSWORD) -> Us
     return User(created["id"], created["username"], (await login.json())["access_token"])
 
 
-async def make_users(client: Client, dsn: str, count: int, prefix: str = "user") -> list[User]:
+async def make_users(tokens: Tokens, dsn: str, count: int, prefix: str = "user") -> list[User]:
     """Many users at once, straight into the table, with tokens from the app's own signer."""
-    from app.keys import TOKENS
-
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
@@ -175,7 +174,6 @@ async def make_users(client: Client, dsn: str, count: int, prefix: str = "user")
         )
     finally:
         await conn.close()
-    tokens = client.app[TOKENS]
     return [User(r["user_id"], r["username"], tokens.issue(r["user_id"])) for r in rows]
 
 

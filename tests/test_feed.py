@@ -13,7 +13,7 @@ import pytest
 
 from app import db
 from app.feed import NEWEST, PROBE_ROWS, feed_rows
-from app.keys import CURSORS
+from app.keys import CURSORS, TOKENS
 from app.localstack.postgres import EmbeddedPostgres
 from app.migrations import migrate
 from tests.conftest import Client, User, free_port, make_users, sign_up
@@ -105,7 +105,7 @@ async def test_paging_while_new_posts_arrive_sees_every_older_post_exactly_once(
     client: Client, clean_database: str
 ) -> None:
     reader = await sign_up(client, "reader")
-    authors = await make_users(client, clean_database, 6, prefix="author")
+    authors = await make_users(client.app[TOKENS], clean_database, 6, prefix="author")
     now = dt.datetime.now(dt.UTC)
     older: list[int] = []
     for i, author in enumerate(authors):

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app.keys import TOKENS
 from tests.conftest import CORPUS, Client, User, make_users, sign_up
 from tests.test_http import assert_error_shape
 from tests.test_media import upload
@@ -147,7 +148,7 @@ async def like_rows(dsn: str, post_id: int) -> tuple[int, int]:
 async def test_100_users_liking_at_once_count_100(client: Client, clean_database: str) -> None:
     author = await sign_up(client, "author")
     post = await publish(client, author)
-    fans = await make_users(client, clean_database, 100, prefix="fan")
+    fans = await make_users(client.app[TOKENS], clean_database, 100, prefix="fan")
     responses = await asyncio.gather(
         *(client.put(f"/v1/posts/{post['id']}/like", headers=fan.auth) for fan in fans)
     )
@@ -160,7 +161,7 @@ async def test_one_user_toggling_100_times_at_once_keeps_count_equal_to_rows(
 ) -> None:
     author = await sign_up(client, "author")
     post = await publish(client, author)
-    (fan,) = await make_users(client, clean_database, 1, prefix="fan")
+    (fan,) = await make_users(client.app[TOKENS], clean_database, 1, prefix="fan")
     rng = random.Random(11)
     methods = [rng.choice(["PUT", "DELETE"]) for _ in range(100)]
     responses = await asyncio.gather(

@@ -36,6 +36,31 @@ READY_TIMEOUT = 60.0
 
 
 def run_local(settings: Settings) -> int:
+    stopping = stop_on_signals()
+    with ExitStack() as stack:
+        settings = start_backends(settings, stack)
+        if stopping.is_set():
+            return 0
+
+        service = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"],
+            env={**os.environ, **settings.to_env()},
+            stdin=subprocess.DEVNULL,
+        )
+        stack.callback(stop_service, service, settings.shutdown_drain + settings.shutdown_timeout)
+        url = f"http://{settings.host}:{settings.port}"
+        if not wait_until_ready(url, service, stopping):
+            return 0 if stopping.is_set() else 1
+        print(f"\nMonogram is running at {url}  (Ctrl-C stops it)\n", flush=True)
+        while not stopping.wait(0.5):
+            if service.poll() is not None:
+                log.error("the service exited with %s", service.returncode)
+                return 1
+    return 0
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM, in place of their default handling."""
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -45,39 +70,28 @@ def run_local(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    return stopping
 
+
+def start_backends(settings: Settings, stack: ExitStack) -> Settings:
+    """Start PostgreSQL and S3 where their URLs are unset, and migrate.
+
+    Their stops are pushed on `stack`; the settings returned point at them.
+    """
     local_dir = settings.local_dir.resolve()
     local_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        if not settings.database_url:
-            postgres = EmbeddedPostgres(local_dir / "postgres", settings.local_pg_port)
-            stack.callback(postgres.stop)
-            postgres.start()
-            settings = settings.with_overrides(database_url=postgres.dsn)
-        if not settings.s3_endpoint_url:
-            settings = _start_s3(settings, local_dir, stack)
-        if not settings.jwt_secret:
-            settings = settings.with_overrides(jwt_secret=_local_jwt_secret(local_dir))
-        assert settings.database_url is not None
-        asyncio.run(migrate(settings.database_url))
-        if stopping.is_set():
-            return 0
-
-        service = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"],
-            env={**os.environ, **settings.to_env()},
-            stdin=subprocess.DEVNULL,
-        )
-        stack.callback(_stop_service, service, settings.shutdown_timeout)
-        url = f"http://{settings.host}:{settings.port}"
-        if not _wait_until_ready(url, service, stopping):
-            return 0 if stopping.is_set() else 1
-        print(f"\nMonogram is running at {url}  (Ctrl-C stops it)\n", flush=True)
-        while not stopping.wait(0.5):
-            if service.poll() is not None:
-                log.error("the service exited with %s", service.returncode)
-                return 1
-    return 0
+    if not settings.database_url:
+        postgres = EmbeddedPostgres(local_dir / "postgres", settings.local_pg_port)
+        stack.callback(postgres.stop)
+        postgres.start()
+        settings = settings.with_overrides(database_url=postgres.dsn)
+    if not settings.s3_endpoint_url:
+        settings = _start_s3(settings, local_dir, stack)
+    if not settings.jwt_secret:
+        settings = settings.with_overrides(jwt_secret=_local_jwt_secret(local_dir))
+    assert settings.database_url is not None
+    asyncio.run(migrate(settings.database_url))
+    return settings
 
 
 def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings:
@@ -113,9 +127,7 @@ def _local_jwt_secret(local_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _wait_until_ready(
-    url: str, service: subprocess.Popen[bytes], stopping: threading.Event
-) -> bool:
+def wait_until_ready(url: str, service: subprocess.Popen[bytes], stopping: threading.Event) -> bool:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline and not stopping.is_set():
         if service.poll() is not None:
@@ -133,7 +145,7 @@ def _wait_until_ready(
     return False
 
 
-def _stop_service(service: subprocess.Popen[bytes], grace: float) -> None:
+def stop_service(service: subprocess.Popen[bytes], grace: float) -> None:
     if service.poll() is None:
         service.send_signal(signal.SIGTERM)
     try:

@@ -1,0 +1,98 @@
+"""docker/: no Docker engine runs here, so the files are checked for what they promise.
+
+The compose file must describe the seed's topology and start the same commands `make
+stack` runs; the image must run as a non-root user without a compiler.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from app.localstack.stack import CADDYFILE
+from tests.conftest import ROOT
+
+DOCKER = ROOT / "docker"
+
+
+def compose() -> dict[str, dict[str, object]]:
+    services: dict[str, dict[str, object]] = yaml.safe_load((DOCKER / "compose.yaml").read_text())[
+        "services"
+    ]
+    return services
+
+
+def test_compose_runs_the_seeds_topology_with_the_commands_of_make_stack() -> None:
+    services = compose()
+    replicas = [name for name in services if name.startswith("service-")]
+    assert replicas == ["service-1", "service-2", "service-3"]
+    for name in replicas:
+        service = services[name]
+        assert service["command"] == ["python", "-m", "app", "serve"]
+        env = service["environment"]
+        assert isinstance(env, dict)
+        assert env["SERVICE_PROCESSES"] == "3"
+        assert env["SERVICE_INSTANCE"] == name
+        assert float(env["SHUTDOWN_DRAIN"]) >= 2
+
+    balancer = services["balancer"]
+    assert balancer["command"] == [
+        "caddy",
+        "run",
+        "--config",
+        "/etc/caddy/Caddyfile",
+        "--adapter",
+        "caddyfile",
+    ]
+    assert balancer["volumes"] == ["./Caddyfile:/etc/caddy/Caddyfile:ro"]
+    assert (DOCKER / "Caddyfile") == CADDYFILE  # the file `make stack` gives Caddy
+    env = balancer["environment"]
+    assert isinstance(env, dict)
+    assert env["MONOGRAM_UPSTREAMS"].split() == [f"{name}:8080" for name in replicas]
+    assert int(env["BALANCER_MAX_BODY"]) == 10 * 1024 * 1024
+
+    assert services["postgres"]["command"] == ["postgres", "-c", "max_connections=100"]
+    assert services["init"]["command"] == [
+        "sh",
+        "-c",
+        "python -m app migrate && python -m app init-bucket",
+    ]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in str(
+        services["prometheus"]["volumes"]
+    )
+    assert "./grafana/dashboard.json" in str(services["grafana"]["volumes"])
+    scraped = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    targets = scraped["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"{name}:8080" for name in replicas]
+
+
+def test_the_image_runs_as_a_user_and_carries_no_compiler() -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]
+    final = stages[-1]
+    assert len(stages) >= 2, "the wheels are built in a stage of their own"
+    assert final.startswith("python:3.11-slim")  # slim: no gcc
+    assert re.search(r"^USER (?!root)\S+", final, flags=re.MULTILINE)
+    assert not re.search(r"apt-get install|build-essential|gcc", final)
+
+
+@pytest.mark.skipif(
+    shutil.which("caddy") is None and not (ROOT / ".venv/bin/caddy").exists(), reason="caddy absent"
+)
+def test_caddy_accepts_the_balancer_config_with_the_composes_variables() -> None:
+    from app.localstack.stack import caddy_binary
+
+    env = compose()["balancer"]["environment"]
+    assert isinstance(env, dict)
+    check = subprocess.run(
+        [caddy_binary(), "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        env={"PATH": "/usr/bin:/bin", **{k: str(v) for k, v in env.items()}},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
