@@ -1,4 +1,5 @@
-"""The web client: three static files, served by the service itself (no build step, no CDN)."""
+"""The web client's three static files and the OpenAPI document, served by the service itself
+(no build step, no CDN)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ FILES = {
 # Read once at import, like the SQL: a few small files that never change while the service
 # runs, and no file I/O on the event loop per request.
 CONTENTS = {name: (STATIC_DIR / name).read_bytes() for name in FILES}
+# The API's description, kept beside the code it describes (tests/test_openapi.py holds the
+# two together).
+OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
+OPENAPI = OPENAPI_PATH.read_bytes()
 
 
 def _origin(url: str) -> str:
@@ -54,6 +59,11 @@ async def static_file(request: web.Request) -> web.Response:
     return _file(request, name)
 
 
+@public
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI, content_type="application/json")
+
+
 def _file(request: web.Request, name: str) -> web.Response:
     return web.Response(body=CONTENTS[name], headers=_headers(request, FILES[name]))
 
@@ -61,4 +71,5 @@ def _file(request: web.Request, name: str) -> web.Response:
 routes = [
     web.get("/", index),
     web.get("/static/{name}", static_file),
+    web.get("/openapi.json", openapi),
 ]
