@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from app.errors import InvalidToken, Unauthorized
 from app.keys import TOKENS, USER_ID
 from app.settings import Settings
+from app.validation import is_ascii_digits
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
@@ -67,7 +68,7 @@ class Tokens:
         except jwt.PyJWTError:
             raise InvalidToken("the access token is not valid") from None
         subject = claims["sub"]
-        if not (isinstance(subject, str) and subject.isdigit() and len(subject) <= 19):
+        if not (isinstance(subject, str) and is_ascii_digits(subject) and len(subject) <= 19):
             raise InvalidToken("the access token is not valid")
         return int(subject)
 

@@ -59,10 +59,15 @@ def text_field(
     return value
 
 
+def is_ascii_digits(text: str) -> bool:
+    """0-9 only: str.isdigit() also says yes to "³" and "٣", which int() then refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def path_id(request: web.Request, name: str) -> int:
     """A positive 64-bit id from the path; anything else names nothing, so 404."""
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 19 or not 0 < int(raw) <= MAX_ID:
+    if not is_ascii_digits(raw) or len(raw) > 19 or not 0 < int(raw) <= MAX_ID:
         raise NotFound(f"no such {name.removesuffix('_id')}")
     return int(raw)
 
@@ -71,6 +76,6 @@ def page_limit(request: web.Request, default: int = 20, maximum: int = 100) -> i
     raw = request.query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 4 or not 1 <= int(raw) <= maximum:
+    if not is_ascii_digits(raw) or len(raw) > 4 or not 1 <= int(raw) <= maximum:
         raise BadRequest(f"limit must be a whole number from 1 to {maximum}")
     return int(raw)
