@@ -23,7 +23,14 @@ from aiohttp import web
 
 from app.errors import AppError, ServiceUnavailable
 from app.keys import IMAGES, METRICS, SETTINGS
-from app.metadata import MalformedImage, clean_jpeg, clean_png
+from app.metadata import (
+    MAX_METADATA_BYTES,
+    MalformedImage,
+    clean_jpeg,
+    clean_png,
+    jpeg_metadata_bytes,
+    png_metadata_bytes,
+)
 from app.metrics import Metrics
 from app.settings import Settings
 from app.sniff import HEIC, JPEG
@@ -91,6 +98,7 @@ def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
         width, height, original = _render_heic(data, max_pixels)
         original_type = JPEG
     else:
+        _check_metadata(data, media_type)
         width, height, orientation = _check_header(data, media_type, max_pixels)
         try:
             original = clean_jpeg(data, orientation) if media_type == JPEG else clean_png(data)
@@ -107,6 +115,20 @@ def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
         time.process_time() - started_cpu,
         time.perf_counter() - started,
     )
+
+
+def _check_metadata(data: bytes, media_type: str) -> None:
+    """Refuse bloated metadata before libvips (and libexif) parse any of it."""
+    measure = jpeg_metadata_bytes if media_type == JPEG else png_metadata_bytes
+    try:
+        size = measure(data)
+    except MalformedImage as exc:
+        raise ImageRejected(str(exc)) from None
+    if size > MAX_METADATA_BYTES:
+        raise ImageRejected(
+            f"the image carries {size:,} bytes of metadata, over the limit of "
+            f"{MAX_METADATA_BYTES:,}"
+        )
 
 
 def _check_header(data: bytes, media_type: str, max_pixels: int) -> tuple[int, int, int]:
@@ -216,6 +238,11 @@ class ImagePool:
             *(loop.run_in_executor(self._executor, _warm_up) for _ in range(self.workers))
         )
 
+    def worker_pids(self) -> list[int]:
+        """The live workers' process ids (for operators and the fault tests)."""
+        processes = self._executor._processes or {}  # the executor has no public accessor
+        return [p.pid for p in processes.values() if p.pid is not None]
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -254,6 +281,7 @@ class ImagePool:
             if self._executor is not broken:
                 return
             log.error("an image worker died; replacing the worker pool")
+            self._metrics.image_pool_rebuilds.inc()
             self._executor = self._new_executor()
             broken.shutdown(wait=False, cancel_futures=True)
             await self.start()

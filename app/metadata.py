@@ -12,6 +12,8 @@ after IEND too; iCCP and all pixel chunks are kept.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class MalformedImage(ValueError):
     """The file's structure is broken (truncated, or not what its signature said)."""
@@ -23,18 +25,52 @@ _SOI, _EOI, _SOS, _APP0, _APP1, _APP2, _APP14, _COM = 0xD8, 0xD9, 0xDA, 0xE0, 0x
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
 
 
+# More than this in metadata is refused before any decoder parses it: a camera writes
+# tens of KiB, and a multi-megabyte EXIF or text block only ever feeds a parser.
+MAX_METADATA_BYTES = 256 * 1024
+
+
 def clean_jpeg(data: bytes, orientation: int = 1) -> bytes:
-    if not data.startswith(b"\xff\xd8"):
-        raise MalformedImage("not a JPEG stream")
     segments: list[bytes] = []
     exif = _orientation_exif(orientation)
+    for marker, start, end in _jpeg_segments(data):
+        if marker in _STANDALONE:
+            segments.append(bytes((0xFF, marker)))
+            continue
+        if exif and marker != _APP0:
+            segments.append(exif)  # after JFIF, before anything else
+            exif = b""
+        if _keep_jpeg_segment(marker, data[start + 2 : start + 16]):
+            segments.append(bytes((0xFF, marker)) + data[start:end])
+    return b"\xff\xd8" + b"".join(segments) + b"\xff\xd9"
+
+
+def jpeg_metadata_bytes(data: bytes) -> int:
+    """Bytes of APPn and comment segments before the image data."""
+    total = 0
+    for marker, start, end in _jpeg_segments(data):
+        if marker == _SOS:
+            break
+        if 0xE0 <= marker <= 0xEF or marker == _COM:
+            total += end - start
+    return total
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end) of each segment up to the end-of-image marker.
+
+    `start` is where the length field begins (== end for markers without one); an SOS
+    segment's `end` takes in the entropy-coded data after it.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        raise MalformedImage("not a JPEG stream")
     position, end = 2, len(data)
     while True:
         marker, position = _next_marker(data, position)
         if marker == _EOI:
-            break
+            return
         if marker in _STANDALONE:
-            segments.append(bytes((0xFF, marker)))
+            yield marker, position, position
             continue
         if position + 2 > end:
             raise MalformedImage("the JPEG stops inside a segment header")
@@ -42,18 +78,10 @@ def clean_jpeg(data: bytes, orientation: int = 1) -> bytes:
         if length < 2 or position + length > end:
             raise MalformedImage("the JPEG stops inside a segment")
         segment_end = position + length
-        payload = data[position + 2 : segment_end]
-        if exif and marker != _APP0:
-            segments.append(exif)  # after JFIF, before anything else
-            exif = b""
-        if _keep_jpeg_segment(marker, payload):
-            segments.append(bytes((0xFF, marker)) + data[position:segment_end])
-        position = segment_end
         if marker == _SOS:
-            scan_end = _end_of_scan(data, position)
-            segments.append(data[position:scan_end])
-            position = scan_end
-    return b"\xff\xd8" + b"".join(segments) + b"\xff\xd9"
+            segment_end = _end_of_scan(data, segment_end)
+        yield marker, position, segment_end
+        position = segment_end
 
 
 def _next_marker(data: bytes, position: int) -> tuple[int, int]:
@@ -80,6 +108,7 @@ def _end_of_scan(data: bytes, position: int) -> int:
 
 
 def _keep_jpeg_segment(marker: int, payload: bytes) -> bool:
+    """Whether to keep a segment, from its marker and the first bytes of its payload."""
     if marker == _APP0:
         return payload.startswith((b"JFIF\x00", b"JFXX\x00"))
     if marker == _APP2:
@@ -112,9 +141,22 @@ _PNG_DROPPED = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"})
 
 
 def clean_png(data: bytes) -> bytes:
+    kept = [_PNG_SIGNATURE]
+    for chunk_type, start, end in _png_chunks(data):
+        if chunk_type not in _PNG_DROPPED:
+            kept.append(data[start:end])
+    return b"".join(kept)
+
+
+def png_metadata_bytes(data: bytes) -> int:
+    """Bytes of text, EXIF and time chunks, wherever they are."""
+    return sum(end - start for kind, start, end in _png_chunks(data) if kind in _PNG_DROPPED)
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk up to and including IEND."""
     if not data.startswith(_PNG_SIGNATURE):
         raise MalformedImage("not a PNG stream")
-    kept = [_PNG_SIGNATURE]
     position, end = len(_PNG_SIGNATURE), len(data)
     while position + 8 <= end:
         length = int.from_bytes(data[position : position + 4], "big")
@@ -122,9 +164,8 @@ def clean_png(data: bytes) -> bytes:
         chunk_end = position + 12 + length  # length, type, data, CRC
         if chunk_end > end:
             raise MalformedImage("the PNG is truncated inside a chunk")
-        if chunk_type not in _PNG_DROPPED:
-            kept.append(data[position:chunk_end])
+        yield chunk_type, position, chunk_end
         position = chunk_end
         if chunk_type == b"IEND":
-            return b"".join(kept)
+            return
     raise MalformedImage("the PNG is truncated: it has no IEND chunk")

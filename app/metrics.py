@@ -110,6 +110,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.image_pool_rebuilds = Counter(
+            "monogram_image_pool_rebuilds",
+            "Times the image worker pool was replaced because a worker died",
+            registry=r,
+        )
         self.feed_query_seconds = Histogram(
             "monogram_feed_query_duration_seconds",
             "Database time of one feed page",
