@@ -12,7 +12,7 @@ import aiosql
 import asyncpg
 from aiohttp import web
 
-from app.errors import DatabaseBusy, DatabaseUnavailable
+from app.errors import DatabaseBusy, DatabaseTimeout, DatabaseUnavailable
 from app.keys import DB_POOL, METRICS, SETTINGS
 from app.settings import Settings
 
@@ -63,7 +63,10 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection, or DatabaseBusy/DatabaseUnavailable quickly: never a hang."""
+    """A pooled connection, or DatabaseBusy/DatabaseUnavailable quickly: never a hang.
+
+    A statement that outruns DB_COMMAND_TIMEOUT surfaces as DatabaseTimeout (504).
+    """
     pool = app[DB_POOL]
     try:
         async with app[METRICS].waiting_for_pool():
@@ -74,5 +77,13 @@ async def connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]:
         raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
     try:
         yield conn
+    except TimeoutError:
+        raise DatabaseTimeout("the database did not answer in time, try again") from None
+    except asyncpg.exceptions.InternalClientError as exc:
+        # A server that ends the session between two statements can leave asyncpg
+        # mid-protocol (MagicStack/asyncpg#1069): that connection must not be reused.
+        conn.terminate()
+        log.warning("database connection dropped mid-protocol: %s", exc)
+        raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
     finally:
         await pool.release(conn)

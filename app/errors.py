@@ -99,3 +99,14 @@ class StorageRefused(AppError):
 class StorageTimeout(ServiceUnavailable):
     status = 504
     code = "storage_timeout"
+
+
+class DatabaseTimeout(ServiceUnavailable):
+    """A statement ran past DB_COMMAND_TIMEOUT."""
+
+    status = 504
+    code = "database_timeout"
+
+
+class DeadlineExceeded(ServiceUnavailable):
+    code = "deadline_exceeded"

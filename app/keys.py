@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -35,5 +36,7 @@ LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 REQUEST_ID = web.RequestKey("request_id", str)
 # perf_counter() when the request reached the app: uvloop's clock only has milliseconds.
 REQUEST_STARTED = web.RequestKey("request_started", float)
+# The request's total deadline; see app/deadlines.py.
+DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
 # The authenticated caller; absent on public routes.
 USER_ID = web.RequestKey("user_id", int)

@@ -90,6 +90,9 @@ async def serve_until_signalled(app: web.Application, settings: Settings) -> Non
         handle_signals=False,
         access_log_class=JsonAccessLogger,
         shutdown_timeout=LAST_GRACE_SECONDS,
+        # Counted from the connection's start or its last response: a client that has not
+        # sent a whole request head by then (slowloris) is cut off.
+        keepalive_timeout=settings.idle_timeout,
     )
     await runner.setup()
     signals = asyncio.Queue[signal.Signals]()

@@ -14,6 +14,7 @@ from app import web as web_client
 from app.auth import Tokens, auth_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
+from app.deadlines import deadline_middleware
 from app.images import images_ctx
 from app.keys import (
     CURSORS,
@@ -50,12 +51,13 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # Outermost first: every request is known to be in flight (for a graceful stop),
         # every response gets an id and is counted, every error gets one shape, then the
-        # caller is identified, then held to their rate.
+        # request is held to its deadline, then the caller is identified and held to their rate.
         middlewares=[
             in_flight_middleware,
             request_id_middleware,
             metrics_middleware,
             error_middleware,
+            deadline_middleware,
             auth_middleware,
             rate_limit_middleware,
         ],

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from app import db, uploads
+from app import db, deadlines, uploads
 from app.errors import AppError, BadRequest, Conflict, Invalid, UnsupportedMediaType
 from app.http import json_response
-from app.keys import IMAGES, METRICS, STORAGE, USER_ID
+from app.keys import DEADLINE, IMAGES, METRICS, STORAGE, USER_ID
 from app.middlewares import app_error_response, request_id_for
 from app.sniff import HEIC, JPEG, sniff
 from app.storage import PUBLIC_PREFIX, StoredObject
@@ -30,8 +30,8 @@ from app.uploads import Upload
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
-# How long a retry waits for the first upload with its key to finish.
-IDEMPOTENCY_WAIT = 15.0
+# How long a retry waits for the first upload with its key to finish (within its deadline).
+IDEMPOTENCY_WAIT = 5.0
 SNIFF_BYTES = 4096
 
 
@@ -61,7 +61,7 @@ async def upload_media(request: web.Request) -> web.Response:
         if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
             raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
         async with uploads.receive(request) as upload:
-            body = await create(request.app, request[USER_ID], upload, key)
+            body = await create(request.app, request[USER_ID], upload, key, request[DEADLINE])
     except AppError as exc:
         uploads_total.labels(RESULTS.get(exc.code, "error")).inc()
         raise
@@ -73,20 +73,24 @@ async def upload_media(request: web.Request) -> web.Response:
 
 
 async def create(
-    app: web.Application, user_id: int, upload: Upload, idempotency_key: str | None
+    app: web.Application,
+    user_id: int,
+    upload: Upload,
+    idempotency_key: str | None,
+    deadline: asyncio.Timeout,
 ) -> dict[str, Any]:
     media_type = sniff(upload.data[:SNIFF_BYTES])
     if media_type is None:
         raise UnsupportedMediaType("only JPEG, PNG and HEIC images are accepted")
     if idempotency_key is None:
-        return await _store(app, user_id, upload, media_type, None)
+        return await _store(app, user_id, upload, media_type, None, deadline)
 
     # hashlib releases the GIL on large inputs: hash off the event loop.
     digest = await asyncio.to_thread(_sha256, upload.data)
     if (previous := await _claim(app, user_id, idempotency_key, digest)) is not None:
         return previous
     try:
-        return await _store(app, user_id, upload, media_type, idempotency_key)
+        return await _store(app, user_id, upload, media_type, idempotency_key, deadline)
     except BaseException:
         # Let a retry try again; shielded, so a cancelled request still releases its claim.
         await asyncio.shield(_release(app, user_id, idempotency_key))
@@ -135,7 +139,12 @@ async def _release(app: web.Application, user_id: int, key: str) -> None:
 
 
 async def _store(
-    app: web.Application, user_id: int, upload: Upload, media_type: str, idempotency_key: str | None
+    app: web.Application,
+    user_id: int,
+    upload: Upload,
+    media_type: str,
+    idempotency_key: str | None,
+    deadline: asyncio.Timeout,
 ) -> dict[str, Any]:
     size = len(upload.data)
     processed = await app[IMAGES].process(upload.data, media_type)
@@ -158,6 +167,8 @@ async def _store(
 
     storage = app[STORAGE]
     await storage.put_all(objects)
+    # Cancelled mid-commit, a row could be written while its objects are deleted.
+    deadlines.stop(deadline)
     try:
         async with db.connection(app) as conn, conn.transaction():
             row = await db.queries.insert_media(

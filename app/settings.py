@@ -33,6 +33,18 @@ class Settings:
         "seconds in-flight requests get to finish after SIGTERM",
         default=20.0,
     )
+    request_deadline: float = _env(
+        "REQUEST_DEADLINE",
+        "seconds a request may take in all before it gets 503 (an upload's count starts "
+        "once its body has arrived: the body is held to UPLOAD_MIN_RATE instead)",
+        default=10.0,
+    )
+    idle_timeout: float = _env(
+        "IDLE_TIMEOUT",
+        "seconds a connection may stay open without a whole request head (idle keep-alive "
+        "connections and slowloris clients alike) before it is closed",
+        default=15.0,
+    )
     shutdown_drain: float = _env(
         "SHUTDOWN_DRAIN",
         "seconds after SIGTERM during which /readyz answers 503 and requests are still served, "
@@ -100,7 +112,12 @@ class Settings:
         default=None,
     )
     s3_timeout: float = _env(
-        "S3_TIMEOUT", "seconds for one S3 connect or read before it fails", default=5.0
+        "S3_TIMEOUT", "seconds for one S3 connect or read before it fails", default=3.0
+    )
+    s3_deadline: float = _env(
+        "S3_DEADLINE",
+        "seconds storing an upload's objects may take, retries with backoff included (504 past it)",
+        default=6.0,
     )
     metrics_token: str | None = _env(
         "METRICS_TOKEN",
@@ -231,6 +248,9 @@ class Settings:
             "db_connect_timeout",
             "db_command_timeout",
             "s3_timeout",
+            "s3_deadline",
+            "request_deadline",
+            "idle_timeout",
             "readiness_timeout",
             "shutdown_timeout",
             "local_s3_sync_interval",

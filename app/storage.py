@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aioboto3
@@ -45,6 +45,10 @@ class Storage:
     bucket: str
     public_base_url: str
     metrics: Metrics | None = None
+    # Seconds put_all may take in all, retries included; None: botocore's own bounds only.
+    deadline: float | None = None
+    # Deletes of objects whose upload failed, running after the client has its answer.
+    cleanups: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         if self.metrics is None:
@@ -59,8 +63,19 @@ class Storage:
         await self._call("HeadBucket", self.client.head_bucket(Bucket=self.bucket))
 
     async def put_all(self, objects: list[StoredObject]) -> None:
-        """Store every object, concurrently; if any fails, remove the others and raise."""
-        results = await asyncio.gather(*(self._put(o) for o in objects), return_exceptions=True)
+        """Store every object, concurrently, within the deadline; if any fails, none stays."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                results = await asyncio.gather(
+                    *(self._put(o) for o in objects), return_exceptions=True
+                )
+        except BaseException as exc:
+            # Cut off mid-way, any of them may be stored. Deleting them may be as slow as
+            # storing was, so the client does not wait for it.
+            self.delete_later([o.key for o in objects])
+            if isinstance(exc, TimeoutError):
+                raise storage_error(exc) from None
+            raise
         failures = [r for r in results if isinstance(r, BaseException)]
         if not failures:
             return
@@ -89,6 +104,16 @@ class Storage:
                 error["Key"],
                 error.get("Message"),
             )
+
+    def delete_later(self, keys: list[str]) -> None:
+        task = asyncio.create_task(self.delete_all(keys))
+        self.cleanups.add(task)
+        task.add_done_callback(self.cleanups.discard)
+
+    async def finish_cleanups(self) -> None:
+        """Wait, within the deadline, for deletes still running (at shutdown)."""
+        if self.cleanups:
+            await asyncio.wait(self.cleanups, timeout=self.deadline)
 
     async def _put(self, stored: StoredObject) -> None:
         await self._call(
@@ -147,9 +172,17 @@ async def s3_client(settings: Settings) -> AsyncIterator[Any]:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with s3_client(settings) as client:
-        app[STORAGE] = Storage(client, settings.s3_bucket, settings.public_base_url, app[METRICS])
+        storage = Storage(
+            client,
+            settings.s3_bucket,
+            settings.public_base_url,
+            app[METRICS],
+            deadline=settings.s3_deadline,
+        )
+        app[STORAGE] = storage
         log.info("s3 client ready", extra={"bucket": settings.s3_bucket})
         yield
+        await storage.finish_cleanups()
 
 
 async def ensure_bucket(settings: Settings) -> None:

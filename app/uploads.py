@@ -18,6 +18,7 @@ from typing import TypeVar
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from app import deadlines
 from app.errors import AppError, BadRequest, ServiceUnavailable, UnsupportedMediaType
 from app.keys import SETTINGS, UPLOAD_BUDGET
 from app.settings import Settings
@@ -105,12 +106,14 @@ async def receive(request: web.Request) -> AsyncIterator[Upload]:
         raise
     upload: Upload | None = None
     try:
+        deadlines.pause(request)  # the rate floor bounds the body instead
         try:
             # No local keeps the body: the caller may drop it once it has a replacement.
             upload = Upload(await _read_file_part(request, settings), budget, reservation)
         except AppError as exc:
             _abandon_body(request, exc)
             raise
+        deadlines.restart(request)
         await upload.hold(len(upload.data))
         yield upload  # errors of the caller's work come back here: the body was read, keep going
     finally:
