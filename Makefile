@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help run stack restart-rolling serve migrate test lint fmt clean
+.PHONY: help run stack restart-rolling serve migrate test fuzz lint fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -35,6 +35,14 @@ migrate: $(STAMP)  ## apply pending migrations in sql/migrations to DATABASE_URL
 
 test: lint  ## lint, then the whole test suite against real PostgreSQL and S3 (moto)
 	$(PY) -m pytest
+
+FUZZ_CASES ?= 5000
+SCHEMATHESIS_SECONDS ?= 600
+HYPOTHESIS_EXAMPLES ?= 2000
+fuzz: $(STAMP)  ## the generated-input tests with long budgets (FUZZ_CASES, SCHEMATHESIS_SECONDS, ...)
+	$(PY) -m pytest -s tests/test_fuzz.py tests/test_openapi.py tests/test_properties.py \
+		--fuzz-cases=$(FUZZ_CASES) --schemathesis-seconds=$(SCHEMATHESIS_SECONDS) \
+		--hypothesis-examples=$(HYPOTHESIS_EXAMPLES)
 
 lint: $(STAMP)  ## ruff and mypy
 	$(PY) -m ruff check app tests bench

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import hypothesis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -38,6 +39,44 @@ CORPUS = ROOT.parent / "shared" / "corpus" / "images"
 TEST_JWT_SECRET = "test-secret-" + "x" * 60
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("monogram", "budgets of the generated-input tests (`make fuzz`)")
+    group.addoption(
+        "--schemathesis-seconds",
+        type=int,
+        default=45,
+        help="how long schemathesis generates requests (default: %(default)s)",
+    )
+    group.addoption(
+        "--fuzz-cases",
+        type=int,
+        default=200,
+        help="truncated and bit-flipped images the fuzz test uploads (default: %(default)s)",
+    )
+    group.addoption(
+        "--fuzz-seed",
+        type=int,
+        default=20261124,
+        help="seed of the fuzz test's damage (default: %(default)s)",
+    )
+    group.addoption(
+        "--hypothesis-examples",
+        type=int,
+        default=100,
+        help="examples per hypothesis property (default: %(default)s)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    hypothesis.settings.register_profile(
+        "monogram",
+        max_examples=config.getoption("--hypothesis-examples"),
+        deadline=None,  # this machine is shared: time is not a property
+        database=None,  # no .hypothesis/ left in the checkout
+    )
+    hypothesis.settings.load_profile("monogram")
 
 
 def free_port() -> int:
