@@ -82,6 +82,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(
             capture_output=True,
             text=True,
             timeout=seconds * 3 + 120,
+            cwd=tmp_path,  # where it keeps its own state (.schemathesis/)
         )
     summary = run.stdout[-8000:]
     assert run.returncode == 0, summary
