@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help run stack restart-rolling serve migrate test fuzz lint fmt clean
+.PHONY: help run stack restart-rolling serve migrate test fuzz bench lint fmt clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ migrate: $(STAMP)  ## apply pending migrations in sql/migrations to DATABASE_URL
 
 test: lint  ## lint, then the whole test suite against real PostgreSQL and S3 (moto)
 	$(PY) -m pytest
+
+BENCH_SIZE ?= default
+bench: $(STAMP)  ## every bench scenario on a local stack; writes bench/results/report-*.md
+	$(PY) -m bench --size $(BENCH_SIZE) all
 
 FUZZ_CASES ?= 5000
 SCHEMATHESIS_SECONDS ?= 600

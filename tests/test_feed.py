@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from app import db
 from app.feed import NEWEST, PROBE_ROWS, feed_rows
 from app.keys import CURSORS, TOKENS
 from app.localstack.postgres import EmbeddedPostgres
 from app.migrations import migrate
+from bench.explain import explain, sql_of
 from tests.conftest import Client, User, free_port, make_users, sign_up
 from tests.test_http import assert_error_shape
 from tests.test_posts import publish
@@ -211,28 +210,6 @@ def grid_report() -> Iterator[list[str]]:
         ["", "feed query vs the seed's literal JOIN (EXPLAIN ANALYZE, 192k posts):", *lines]
     )
     print(report)
-
-
-def posts_rows_read(plan: dict[str, Any]) -> int:
-    """Rows produced by every scan of the posts table in a plan, all loops counted."""
-    rows = 0
-    if plan.get("Relation Name") == "posts":
-        rows += int(plan["Actual Rows"]) * int(plan["Actual Loops"])
-    for child in plan.get("Plans", []):
-        rows += posts_rows_read(child)
-    return rows
-
-
-async def explain(conn: asyncpg.Connection, sql: str, args: list[Any]) -> tuple[int, float]:
-    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
-    (result,) = json.loads(raw)
-    return posts_rows_read(result["Plan"]), float(result["Execution Time"])
-
-
-def sql_of(name: str, **params: Any) -> tuple[str, list[Any]]:
-    """A named query's SQL, as the service runs it, and its parameters in $n order."""
-    order = db.queries.driver_adapter.var_sorted[name]
-    return str(getattr(db.queries, name).sql), [params[p] for p in order]
 
 
 def feed_params(viewer: int, before: tuple[dt.datetime, int] = NEWEST) -> dict[str, Any]:

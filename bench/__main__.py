@@ -1,0 +1,104 @@
+"""python -m bench [--size tiny|quick|default] SCENARIO ...: run scenarios, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios, stack
+from bench.data import SIZES, load
+from bench.photos import phone_jpegs
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("thumbnail", "feed-vs-follows", "mix", "upload-storm", "celebrity")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each scenario runs at a size."""
+
+    step_seconds: float
+    thumbnail_runs: int
+    feed_runs: int
+    feed_point_seconds: float
+    mix_start_rate: float
+    mix_steps: int
+    storm_feed_rate: float
+    storm_upload_rates: tuple[float, ...]
+
+
+BUDGETS = {
+    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4)),
+    "quick": Budget(4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40)),
+    "default": Budget(8.0, 15, 300, 8.0, 40, 7, 100, (5, 10, 20, 30, 40, 60)),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, "all"], default=["all"])
+    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--processes", type=int, default=2, help="service processes (default 2)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    chosen = list(SCENARIOS) if "all" in args.scenarios else args.scenarios
+    path = asyncio.run(run(chosen, args.size, args.processes, args.out))
+    print(f"bench report: {path}")
+    return 0
+
+
+async def run(chosen: list[str], size_name: str, processes: int, out: Path) -> Path:
+    size, budget = SIZES[size_name], BUDGETS[size_name]
+    stamp = report.stamp_now()
+    workdir = ROOT / ".local" / "bench"
+    facts: dict[str, Any] = {
+        "size": size_name,
+        "machine": f"{os.cpu_count()} CPUs, {platform.platform()}, "
+        f"Python {platform.python_version()}",
+    }
+    results: dict[str, Any] = {}
+    photos = phone_jpegs(workdir / "photos")
+    with stack.backends(workdir / size_name, os.environ) as settings:
+        from app.migrations import migrate
+        from app.storage import ensure_bucket
+
+        assert settings.database_url
+        await migrate(settings.database_url)
+        await ensure_bucket(settings)
+        graph, facts["data"] = await load(settings.database_url, size)
+        ctx = scenarios.Context(settings, graph, size, photos, budget.step_seconds, processes)
+        for name in chosen:
+            started = time.perf_counter()
+            print(f"bench: {name} ...", file=sys.stderr, flush=True)
+            result = await _scenario(name, ctx, budget)
+            result["seconds"] = round(time.perf_counter() - started, 1)
+            results[name] = result
+            report.write_json(out, name, stamp, {"facts": facts, "result": result})
+    return report.write_markdown(out, stamp, results, facts)
+
+
+async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[str, Any]:
+    if name == "thumbnail":
+        return await asyncio.to_thread(scenarios.thumbnail, ctx, budget.thumbnail_runs)
+    if name == "feed-vs-follows":
+        return await scenarios.feed_vs_follows(ctx, budget.feed_runs, budget.feed_point_seconds)
+    if name == "mix":
+        return await scenarios.mix(ctx, budget.mix_start_rate, budget.mix_steps)
+    if name == "upload-storm":
+        return await scenarios.upload_storm(
+            ctx, budget.storm_feed_rate, list(budget.storm_upload_rates)
+        )
+    return await scenarios.celebrity(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

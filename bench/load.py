@@ -1,0 +1,147 @@
+"""An open-loop load generator: requests start on a schedule, whatever the server is doing.
+
+A closed loop (each client waits for its answer before the next request) slows down with
+the server and hides how slow it got. Here arrivals are a Poisson process at the offered
+rate, and each latency is counted from the moment the request was due, so time spent
+waiting for a free client connection counts too. Every run is bounded in requests, time
+and requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bench.histogram import Histogram
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int  # 0: no answer (connection failed)
+    sent: int  # request body bytes
+    received: int  # response body bytes
+
+
+Operation = Callable[[aiohttp.ClientSession], Awaitable[Answer]]
+
+
+@dataclass
+class OperationStats:
+    latency: Histogram = field(default_factory=Histogram)
+    ok_latency: Histogram = field(default_factory=Histogram)
+    rejected_latency: Histogram = field(default_factory=Histogram)  # the 503s: shed load
+    statuses: Counter[int] = field(default_factory=Counter)
+    sent: int = 0
+    received: int = 0
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        errors = sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
+        return {
+            **self.latency.summary_ms(),
+            "ok": self.latency.count - errors,
+            "errors": errors,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "throughput_per_s": round((self.latency.count - errors) / seconds, 1),
+            "bytes_in_per_s": round(self.sent / seconds),
+            "bytes_out_per_s": round(self.received / seconds),
+        }
+
+
+@dataclass
+class StepResult:
+    offered_rate: float
+    seconds: float
+    operations: dict[str, OperationStats]
+    dropped: int  # arrivals refused because MAX_IN_FLIGHT requests were already waiting
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "offered_rate": self.offered_rate,
+            "seconds": round(self.seconds, 2),
+            "dropped": self.dropped,
+            "operations": {k: v.summary(self.seconds) for k, v in self.operations.items()},
+        }
+
+
+async def open_loop(
+    session: aiohttp.ClientSession,
+    mix: list[tuple[str, float, Operation]],
+    rate: float,
+    seconds: float,
+    *,
+    max_in_flight: int = 512,
+    rng: random.Random | None = None,
+) -> StepResult:
+    """Offer `rate` requests per second for `seconds`, picking each from the weighted mix."""
+    rng = rng or random.Random(1)
+    names = [name for name, _, _ in mix]
+    weights = [weight for _, weight, _ in mix]
+    calls = {name: call for name, _, call in mix}
+    stats = {name: OperationStats() for name in names}
+    in_flight: set[asyncio.Task[None]] = set()
+    dropped = 0
+    started = time.perf_counter()
+    due = started
+
+    async def one(name: str, due_at: float) -> None:
+        try:
+            answer = await calls[name](session)
+        except (aiohttp.ClientError, TimeoutError):
+            answer = Answer(0, 0, 0)
+        latency = time.perf_counter() - due_at  # from when it was due: queueing counts
+        entry = stats[name]
+        entry.latency.record(latency)
+        if 200 <= answer.status < 300:
+            entry.ok_latency.record(latency)
+        elif answer.status == 503:
+            entry.rejected_latency.record(latency)
+        entry.statuses[answer.status] += 1
+        entry.sent += answer.sent
+        entry.received += answer.received
+
+    end = started + seconds
+    while True:
+        due += rng.expovariate(rate)
+        if due >= end:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(in_flight) >= max_in_flight:
+            dropped += 1
+            continue
+        task = asyncio.create_task(one(rng.choices(names, weights)[0], due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight, timeout=30)
+        for task in in_flight:
+            task.cancel()
+    return StepResult(rate, time.perf_counter() - started, stats, dropped)
+
+
+async def burst(
+    session: aiohttp.ClientSession, calls: list[Operation]
+) -> tuple[OperationStats, float]:
+    """Every call at once; their stats and the time until the last answer."""
+    stats = OperationStats()
+    started = time.perf_counter()
+
+    async def one(call: Operation) -> None:
+        try:
+            answer = await call(session)
+        except (aiohttp.ClientError, TimeoutError):
+            answer = Answer(0, 0, 0)
+        stats.latency.record(time.perf_counter() - started)
+        stats.statuses[answer.status] += 1
+        stats.received += answer.received
+
+    await asyncio.gather(*(one(call) for call in calls))
+    return stats, time.perf_counter() - started

@@ -1,0 +1,299 @@
+"""The bench's outputs: one JSON per scenario, and a markdown report with PNG plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import orjson
+
+# The seed's deployment, for the capacity estimate.
+SEED_CORES = 12  # 3 pods x 4 vCPU
+SEED_BANDWIDTH_BYTES = 10e9 / 8  # 10 Gbit/s
+SEED_CONNECTIONS = 100
+SEED_RPS = 1000
+
+
+def write_json(out: Path, scenario: str, stamp: str, result: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{scenario}-{stamp}.json"
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for each of the issue's targets that this run measured."""
+    rows: list[tuple[str, str, bool | None]] = []
+    if thumb := results.get("thumbnail"):
+        jpeg = thumb["images"]["jpeg_12mp"]
+        rows.append(
+            (
+                "thumbnail, 12 MP ~2 MB JPEG: median <= 30 ms CPU and >= 5x the naive baseline",
+                f"{jpeg['ours_cpu_ms_median']} ms, {jpeg['speedup']}x",
+                jpeg["ours_cpu_ms_median"] <= 30 and jpeg["speedup"] >= 5,
+            )
+        )
+    if feed := results.get("feed-vs-follows"):
+        small = [p for p in feed["points"] if p["followed"] <= 1000]
+        large = [p for p in feed["points"] if p["followed"] > 1000]
+        worst_small = max(p["ours"]["p99_ms"] for p in small)
+        rows.append(
+            ("feed in SQL: p99 <= 10 ms at F <= 1000", f"worst {worst_small} ms", worst_small <= 10)
+        )
+        if large:
+            worst_large = max(p["ours"]["p99_ms"] for p in large)
+            rows.append(
+                (
+                    "feed in SQL: p99 <= 25 ms at F = 5000",
+                    f"worst {worst_large} ms",
+                    worst_large <= 25,
+                )
+            )
+        rows.append(
+            (
+                "feed in SQL: >= 20x better than the literal JOIN's worst point",
+                f"{feed['worst_vs_worst']}x",
+                feed["worst_vs_worst"] >= 20,
+            )
+        )
+        rows.append(
+            (
+                "feed in SQL: never > 3 ms slower than the literal JOIN",
+                f"at most {feed['most_ms_slower_than_literal']} ms slower",
+                feed["most_ms_slower_than_literal"] <= 3,
+            )
+        )
+    if mix := results.get("mix"):
+        good = [s for s in mix["feed_http_f200"] if s["p99_ms"] < 50 and s["errors"] == 0]
+        best = max((s["throughput_per_s"] for s in good), default=0.0)
+        rows.append(
+            (
+                "feed through HTTP at F = 200: >= 1,000 requests/s with p99 < 50 ms",
+                f"{best} requests/s within p99 50 ms",
+                best >= 1000,
+            )
+        )
+    if storm := results.get("upload-storm"):
+        within = [
+            s
+            for s in storm["steps"]
+            if s["upload_p99_ms"] < 800 and s["upload_statuses"].get("201")
+        ]
+        best = max((s["uploads_stored_per_s"] for s in within), default=0.0)
+        rows.append(
+            ("uploads of 2 MB: >= 30/s sustained with p99 < 800 ms", f"{best}/s", best >= 30)
+        )
+        worst = max(s["feed_p99_vs_rest"] for s in storm["steps"])
+        rows.append(
+            ("feed p99 during the upload storm <= 2x at rest", f"at most {worst}x", worst <= 2)
+        )
+    if celeb := results.get("celebrity"):
+        slowest = celeb["latency"]["max_ms"]
+        rows.append(
+            (
+                "overload answers 503 quickly, no request past its deadline (celebrity burst)",
+                f"slowest answer {slowest} ms; {celeb['statuses']}",
+                slowest <= 10_000 and "0" not in celeb["statuses"],
+            )
+        )
+    return rows
+
+
+def capacity(results: dict[str, Any]) -> list[str]:
+    mix = results.get("mix")
+    if not mix or not mix["steps"]:
+        return []
+    step = next(
+        (s for s in reversed(mix["steps"]) if s["offered_rate"] == mix["highest_rate_within_slo"]),
+        mix["steps"][0],
+    )
+    cpu_ms = step["service_cpu_ms_per_request"]
+    done = sum(o["ok"] for o in step["operations"].values()) / step["seconds"]
+    bytes_per_request = (step["api_bytes_in_per_s"] + step["api_bytes_out_per_s"]) / max(done, 1)
+    by_cpu = SEED_CORES * 1000 / max(cpu_ms, 1e-6)
+    by_bandwidth = SEED_BANDWIDTH_BYTES / max(bytes_per_request, 1)
+    return [
+        "## Capacity of the seed's deployment, from this run's per-request costs",
+        "",
+        f"Measured in the mix step at {step['offered_rate']} requests/s offered: "
+        f"{cpu_ms} ms of service CPU (event loop and image workers) and "
+        f"{bytes_per_request / 1e3:.0f} kB of API traffic (in + out) per request.",
+        "",
+        "| limit | what it allows | the seed's figure |",
+        "| --- | --- | --- |",
+        f"| CPU: 3 pods x 4 vCPU = {SEED_CORES} cores | {by_cpu:,.0f} requests/s | about {SEED_RPS:,} requests/s |",
+        f"| API bandwidth: 10 Gbit/s | {by_bandwidth:,.0f} requests/s | uploads through the API saturate it first |",
+        f"| PostgreSQL: {SEED_CONNECTIONS} connections | see the celebrity scenario: excess requests get 503 within DB_ACQUIRE_TIMEOUT | pool exhaustion |",
+        "",
+        "Uploads dominate both: a 2 MB body in, and its thumbnail work, per upload.",
+    ]
+
+
+def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# Monogram bench, {stamp}",
+        "",
+        f"Size `{facts.get('size')}`: {facts.get('data', {})}. Machine: {facts.get('machine')}.",
+        "Every latency is measured by the client from when the request was due (open loop).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "| --- | --- | --- |",
+    ]
+    for target, measured, met in targets(results):
+        lines.append(f"| {target} | {measured} | {'yes' if met else 'NO'} |")
+    lines.append("")
+    if thumb := results.get("thumbnail"):
+        lines += [
+            "## thumbnail: CPU ms per image (median)",
+            "",
+            "| image | MP | ours | naive | speedup |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, r in thumb["images"].items():
+            lines.append(
+                f"| {name} | {r['megapixels']} | {r['ours_cpu_ms_median']} | {r['naive_cpu_ms_median']} | {r['speedup']}x |"
+            )
+        lines.append("")
+    if feed := results.get("feed-vs-follows"):
+        lines += [
+            "## feed-vs-follows: one feed page in the database",
+            "",
+            "| F | followed accounts | ours p50 / p99 ms | literal JOIN p50 / p99 ms | literal / ours | post rows read, ours / literal |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for p in feed["points"]:
+            lines.append(
+                f"| {p['followed']} | {p['kind']} | {p['ours']['p50_ms']} / {p['ours']['p99_ms']} | "
+                f"{p['literal']['p50_ms']} / {p['literal']['p99_ms']} | {p['p99_ratio_literal_over_ours']}x | "
+                f"{p['ours_post_rows']:,} / {p['literal_post_rows']:,} |"
+            )
+        lines += ["", f"![latency vs F](feed-vs-follows-{stamp}.png)", ""]
+        _plot_feed(out / f"feed-vs-follows-{stamp}.png", feed)
+    if mix := results.get("mix"):
+        lines += [
+            f"## mix: the seed's traffic, {mix['processes']} service processes",
+            "",
+            "| offered/s | feed p50/p99/p99.9 ms | upload p50/p99 ms | detail p99 | post p99 | like p99 | errors | dropped | CPU cores | MB/s in / out |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for s in mix["steps"]:
+            o = s["operations"]
+            errors = sum(v["errors"] for v in o.values())
+            lines.append(
+                f"| {s['offered_rate']:.0f} | {o['feed']['p50_ms']}/{o['feed']['p99_ms']}/{o['feed']['p999_ms']} | "
+                f"{o['upload']['p50_ms']}/{o['upload']['p99_ms']} | {o['detail']['p99_ms']} | {o['post']['p99_ms']} | "
+                f"{o['like']['p99_ms']} | {errors} | {s['dropped']} | {s['service_cpu_cores']} | "
+                f"{s['api_bytes_in_per_s'] / 1e6:.1f} / {s['api_bytes_out_per_s'] / 1e6:.1f} |"
+            )
+        lines += [
+            "",
+            f"Highest offered rate within the seed's SLOs (feed p99 {500} ms, upload p99 {800} ms): "
+            f"{mix['highest_rate_within_slo']} requests/s.",
+            "",
+            "Feed only, F = 200 viewers:",
+            "",
+            "| offered/s | done/s | p50 / p99 ms | errors | CPU cores |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for s in mix["feed_http_f200"]:
+            lines.append(
+                f"| {s['offered_rate']} | {s['throughput_per_s']} | {s['p50_ms']} / {s['p99_ms']} | {s['errors']} | {s['service_cpu_cores']} |"
+            )
+        lines += ["", f"![latency vs offered rate](mix-{stamp}.png)", ""]
+        _plot_mix(out / f"mix-{stamp}.png", mix)
+    if storm := results.get("upload-storm"):
+        lines += [
+            f"## upload-storm: uploads ramped under {storm['feed_rate']} feed reads/s (feed p99 at rest {storm['feed_p99_at_rest_ms']} ms)",
+            "",
+            "| uploads offered/s | stored/s | upload p99 ms | statuses | 503 p99 ms | feed p99 ms | vs rest | CPU cores |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for s in storm["steps"]:
+            lines.append(
+                f"| {s['upload_rate']} | {s['uploads_stored_per_s']} | {s['upload_p99_ms']} | {s['upload_statuses']} | "
+                f"{s['rejected_503_p99_ms']} | {s['feed_p99_ms']} | {s['feed_p99_vs_rest']}x | {s['service_cpu_cores']} |"
+            )
+        lines += ["", f"![feed p99 during the storm](upload-storm-{stamp}.png)", ""]
+        _plot_storm(out / f"upload-storm-{stamp}.png", storm)
+    if celeb := results.get("celebrity"):
+        lines += [
+            "## celebrity: every follower reads their feed right after a post",
+            "",
+            f"{celeb['followers_reading_at_once']} requests at once against "
+            f"{celeb['pool_connections_per_process']} pooled connections per process: "
+            f"statuses {celeb['statuses']}, latency {celeb['latency']}, all answered within "
+            f"{celeb['all_answered_within_s']} s, at most {celeb['peak_requests_waiting_for_a_connection']:.0f} "
+            "requests waiting for a connection at once. The post tops a follower's feed: "
+            f"{celeb['the_post_is_on_top_of_a_follower_feed']}.",
+            "",
+        ]
+    lines += capacity(results)
+    path = out / f"report-{stamp}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _plot_feed(path: Path, feed: dict[str, Any]) -> None:
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for kind, style in (("active", "-"), ("quiet", "--")):
+        points = [p for p in feed["points"] if p["kind"] == kind]
+        xs = [p["followed"] for p in points]
+        axis.plot(xs, [p["ours"]["p99_ms"] for p in points], "o" + style, label=f"ours, {kind}")
+        axis.plot(
+            xs, [p["literal"]["p99_ms"] for p in points], "s" + style, label=f"literal JOIN, {kind}"
+        )
+    axis.set(xscale="log", yscale="log", xlabel="followed accounts (F)", ylabel="p99 ms, one page")
+    axis.legend()
+    axis.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_mix(path: Path, mix: dict[str, Any]) -> None:
+    figure, axis = plt.subplots(figsize=(7, 4))
+    rates = [s["offered_rate"] for s in mix["steps"]]
+    for op in ("feed", "upload", "detail"):
+        axis.plot(
+            rates, [s["operations"][op]["p99_ms"] for s in mix["steps"]], "o-", label=f"{op} p99"
+        )
+    axis.axhline(500, color="grey", linestyle=":", label="feed SLO")
+    axis.axhline(800, color="black", linestyle=":", label="upload SLO")
+    axis.set(yscale="log", xlabel="offered requests/s (the seed's mix)", ylabel="ms")
+    axis.legend()
+    axis.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_storm(path: Path, storm: dict[str, Any]) -> None:
+    figure, axis = plt.subplots(figsize=(7, 4))
+    rates = [s["upload_rate"] for s in storm["steps"]]
+    axis.plot(
+        rates, [s["feed_p99_ms"] for s in storm["steps"]], "o-", label="feed p99 during the storm"
+    )
+    axis.axhline(
+        storm["feed_p99_at_rest_ms"], color="grey", linestyle=":", label="feed p99 at rest"
+    )
+    axis.plot(
+        rates, [s["upload_p99_ms"] for s in storm["steps"]], "s-", label="upload p99 (stored)"
+    )
+    axis.set(yscale="log", xlabel="uploads offered per second", ylabel="ms")
+    axis.legend()
+    axis.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def stamp_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

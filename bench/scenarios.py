@@ -1,0 +1,485 @@
+"""The bench's scenarios. Each returns a JSON-able dict of what it measured.
+
+Every figure comes from one run on one machine, and the comparisons that matter (our feed
+against the seed's JOIN, our thumbnails against a naive decode, the feed during an upload
+storm against the feed at rest) are made within the same run, so a noisy machine moves
+both sides together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import itertools
+import random
+import re
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pillow_heif
+from PIL import Image
+
+from app.auth import Tokens
+from app.feed import NEWEST, feed_rows
+from app.images import make_thumbnail, process_image
+from app.settings import Settings
+from app.sniff import HEIC, JPEG, PNG
+from bench import stack
+from bench.data import Graph, Size
+from bench.explain import explain, sql_of
+from bench.histogram import Histogram
+from bench.load import Answer, Operation, burst, open_loop
+from bench.photos import CORPUS, PHONE_HEICS
+
+# The seed's SLOs: past these, the mix has found its limit.
+FEED_P99_SLO_MS = 500
+UPLOAD_P99_SLO_MS = 800
+
+
+@dataclass
+class Context:
+    settings: Settings
+    graph: Graph
+    size: Size
+    photos: list[bytes]
+    step_seconds: float
+    processes: int
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    _tokens: dict[int, str] = field(default_factory=dict)
+
+    def auth(self, user_id: int) -> dict[str, str]:
+        if user_id not in self._tokens:
+            self._tokens[user_id] = Tokens(self.settings).issue(user_id)
+        return {"Authorization": f"Bearer {self._tokens[user_id]}"}
+
+
+# --- thumbnail: CPU per image, ours against a naive full decode -----------------------------
+
+
+def thumbnail(ctx: Context, runs: int) -> dict[str, Any]:
+    import pyvips
+
+    pyvips.concurrency_set(1)  # as in the workers: one thread per process
+    pyvips.cache_set_max(0)
+    pillow_heif.register_heif_opener()
+    inputs = {
+        "jpeg_12mp": (ctx.photos[0], JPEG),
+        "png": ((CORPUS / "sample.png").read_bytes(), PNG),
+        "heic_12mp": ((CORPUS / PHONE_HEICS[0]).read_bytes(), HEIC),
+    }
+    results: dict[str, Any] = {}
+    for name, (data, media_type) in inputs.items():
+        jobs = [process_image(data, media_type, 50_000_000) for _ in range(runs)]
+        thumbnails = [_cpu_of(make_thumbnail, job.original) for job in jobs]
+        naive = [_naive_thumbnail(data) for _ in range(runs)]
+        with Image.open(io.BytesIO(data)) as probe:
+            megapixels = probe.size[0] * probe.size[1] / 1e6
+        ours = statistics.median(thumbnails)
+        results[name] = {
+            "bytes": len(data),
+            "megapixels": round(megapixels, 1),
+            "ours_cpu_ms_median": round(ours * 1000, 1),
+            "ours_whole_job_cpu_ms_median": round(
+                statistics.median(j.cpu_seconds for j in jobs) * 1000, 1
+            ),
+            "naive_cpu_ms_median": round(statistics.median(naive) * 1000, 1),
+            "speedup": round(statistics.median(naive) / ours, 1),
+            "runs": runs,
+        }
+    return {
+        "images": results,
+        "note": "CPU time in this process, one libvips thread, as in a worker. ours: the "
+        "thumbnail from the stored original (shrink-on-load); whole job: everything a worker "
+        "does for the upload (checks, metadata cleaning, the HEIC rendition, the thumbnail); "
+        "naive: Pillow, full decode then resize, no draft mode",
+    }
+
+
+def _cpu_of(work: Callable[[bytes], bytes], data: bytes) -> float:
+    started = time.process_time()
+    work(data)
+    return time.process_time() - started
+
+
+def _naive_thumbnail(data: bytes) -> float:
+    """Full decode, then resize: what a first version without shrink-on-load does."""
+    started = time.process_time()
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()  # every pixel, no draft mode
+        small = image.convert("RGB")
+        small.thumbnail((150, 150), Image.Resampling.LANCZOS, reducing_gap=None)
+        small.save(io.BytesIO(), "JPEG", quality=80)
+    return time.process_time() - started
+
+
+# --- feed-vs-follows: in the database, ours against the seed's JOIN ---------------------------
+
+
+async def feed_vs_follows(ctx: Context, runs: int, budget_seconds: float) -> dict[str, Any]:
+    assert ctx.settings.database_url
+    conn = await asyncpg.connect(ctx.settings.database_url)
+    points: list[dict[str, Any]] = []
+    try:
+        for followed, kind in ctx.size.grid:
+            viewer = ctx.graph.viewer(followed, kind)
+            seed_sql, seed_args = sql_of("feed_seed_literal", user_id=viewer)
+            ours = await _time_calls(
+                functools.partial(feed_rows, conn, viewer, NEWEST, 21), runs, budget_seconds
+            )
+            literal = await _time_calls(
+                functools.partial(conn.fetch, seed_sql, *seed_args), runs, budget_seconds
+            )
+            ours_rows, literal_rows = (
+                await _rows_read(conn, viewer),
+                (await explain(conn, seed_sql, seed_args))[0],
+            )
+            points.append(
+                {
+                    "followed": followed,
+                    "kind": kind,
+                    "ours": ours.summary_ms(),
+                    "literal": literal.summary_ms(),
+                    "ours_post_rows": ours_rows,
+                    "literal_post_rows": literal_rows,
+                    "p99_ratio_literal_over_ours": round(
+                        literal.percentile(99) / max(ours.percentile(99), 1e-6), 1
+                    ),
+                }
+            )
+    finally:
+        await conn.close()
+    worst_literal = max(p["literal"]["p99_ms"] for p in points)
+    worst_ours = max(p["ours"]["p99_ms"] for p in points)
+    return {
+        "points": points,
+        "worst_literal_p99_ms": worst_literal,
+        "worst_ours_p99_ms": worst_ours,
+        "worst_vs_worst": round(worst_literal / max(worst_ours, 1e-6), 1),
+        "most_ms_slower_than_literal": round(
+            max(p["ours"]["p99_ms"] - p["literal"]["p99_ms"] for p in points), 2
+        ),
+    }
+
+
+async def _time_calls(call: Callable[[], Any], runs: int, budget_seconds: float) -> Histogram:
+    histogram = Histogram()
+    await call()  # warm the plan cache and the buffers
+    deadline = time.perf_counter() + budget_seconds
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        histogram.record(time.perf_counter() - started)
+        if time.perf_counter() > deadline:
+            break
+    return histogram
+
+
+async def _rows_read(conn: asyncpg.Connection, viewer: int) -> int:
+    params = {"user_id": viewer, "before_time": NEWEST[0], "before_id": NEWEST[1], "page_size": 21}
+    recent_sql, recent_args = sql_of("feed_recent", probe_rows=500, **params)
+    rows, _ = await explain(conn, recent_sql, recent_args)
+    _, strategy = await feed_rows(conn, viewer, NEWEST, 21)
+    if strategy != "recent":
+        page_sql, page_args = sql_of("feed_page", **params)
+        rows += (await explain(conn, page_sql, page_args))[0]
+    return rows
+
+
+# --- the service under the seed's traffic --------------------------------------------------
+
+
+class Traffic:
+    """The seed's operations as HTTP calls, spread over the service processes."""
+
+    def __init__(self, ctx: Context, urls: list[str], spare_media: deque[tuple[int, int]]) -> None:
+        self.ctx = ctx
+        self.urls = itertools.cycle(urls)
+        self.spare_media = spare_media
+        self.rng = random.Random(3)
+
+    async def _call(
+        self, session: aiohttp.ClientSession, method: str, path: str, user: int, **kw: Any
+    ) -> Answer:
+        url = f"{next(self.urls)}{path}"
+        async with session.request(method, url, headers=self.ctx.auth(user), **kw) as response:
+            return Answer(response.status, 0, len(await response.read()))
+
+    async def feed(self, session: aiohttp.ClientSession, user: int | None = None) -> Answer:
+        user = user or self.rng.choice(self.ctx.graph.readers)
+        return await self._call(session, "GET", "/v1/feed", user)
+
+    async def detail(self, session: aiohttp.ClientSession) -> Answer:
+        post = self.rng.randint(1, self.ctx.size.posts)
+        return await self._call(
+            session, "GET", f"/v1/posts/{post}", self.rng.choice(self.ctx.graph.readers)
+        )
+
+    async def like(self, session: aiohttp.ClientSession) -> Answer:
+        post = self.rng.randint(1, self.ctx.size.posts)
+        return await self._call(
+            session, "PUT", f"/v1/posts/{post}/like", self.rng.choice(self.ctx.graph.readers)
+        )
+
+    async def upload(self, session: aiohttp.ClientSession, user: int | None = None) -> Answer:
+        photo = self.rng.choice(self.ctx.photos)
+        form = aiohttp.FormData()
+        form.add_field("file", io.BytesIO(photo), filename="photo.jpg", content_type="image/jpeg")
+        answer = await self._call(
+            session, "POST", "/v1/media", user or self.rng.choice(self.ctx.graph.readers), data=form
+        )
+        return Answer(answer.status, len(photo), answer.received)
+
+    async def post(self, session: aiohttp.ClientSession) -> Answer:
+        if not self.spare_media:
+            return Answer(0, 0, 0)
+        user, media_id = self.spare_media.popleft()
+        body = orjson.dumps({"media_id": media_id, "caption": "bench"})
+        headers = {**self.ctx.auth(user), "Content-Type": "application/json"}
+        async with session.post(
+            f"{next(self.urls)}/v1/posts", data=body, headers=headers
+        ) as response:
+            return Answer(response.status, len(body), len(await response.read()))
+
+    def mix(self) -> list[tuple[str, float, Operation]]:
+        """The seed's mix: 60% feed, 15% post detail, 10% uploads, 10% new posts, 5% likes."""
+        return [
+            ("feed", 60, self.feed),
+            ("detail", 15, self.detail),
+            ("upload", 10, self.upload),
+            ("post", 10, self.post),
+            ("like", 5, self.like),
+        ]
+
+
+async def spare_media(settings: Settings, users: list[int], each: int) -> deque[tuple[int, int]]:
+    """Media rows without a post, for the mix's post creations to publish."""
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "INSERT INTO media (user_id, original_key, thumbnail_key, content_type, width,"
+            " height, bytes)"
+            " SELECT u, 'spare/' || u || '/' || i || '/' || md5(random()::text),"
+            "        'spare/' || u || '/' || i || '/t' || md5(random()::text),"
+            "        'image/jpeg', 1080, 1350, 2000000"
+            " FROM unnest($1::bigint[]) u CROSS JOIN generate_series(1, $2::int) i"
+            " RETURNING user_id, media_id",
+            users,
+            each,
+        )
+    finally:
+        await conn.close()
+    spare = [(r["user_id"], r["media_id"]) for r in rows]
+    random.Random(5).shuffle(spare)
+    return deque(spare)
+
+
+def services(ctx: Context, exits: ExitStack) -> list[stack.Service]:
+    env = {
+        "SERVICE_PROCESSES": str(ctx.processes),
+        "THUMBNAIL_WORKERS": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    return [exits.enter_context(stack.service(ctx.settings, **env)) for _ in range(ctx.processes)]
+
+
+def _cpu(running: list[stack.Service]) -> float:
+    return sum(s.cpu_seconds() for s in running)
+
+
+async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]:
+    with ExitStack() as exits:
+        running = services(ctx, exits)
+        traffic = Traffic(
+            ctx,
+            [s.url for s in running],
+            await spare_media(
+                ctx.settings,
+                ctx.graph.readers[:200],
+                int(start_rate * 2**max_steps * ctx.step_seconds / 100) + 5,
+            ),
+        )
+        feed_http = await _feed_at_f200(ctx, traffic, running)
+        steps = []
+        rate = start_rate
+        async with _session() as session:
+            for _ in range(max_steps):
+                cpu_before = _cpu(running)
+                step = await open_loop(session, traffic.mix(), rate, ctx.step_seconds)
+                cpu = _cpu(running) - cpu_before
+                summary = step.summary()
+                summary["service_cpu_cores"] = round(cpu / step.seconds, 2)
+                ops = summary["operations"]
+                summary["api_bytes_in_per_s"] = sum(o["bytes_in_per_s"] for o in ops.values())
+                summary["api_bytes_out_per_s"] = sum(o["bytes_out_per_s"] for o in ops.values())
+                done = sum(o["ok"] for o in ops.values())
+                summary["service_cpu_ms_per_request"] = round(cpu / max(done, 1) * 1000, 2)
+                steps.append(summary)
+                if (
+                    ops["feed"]["p99_ms"] > FEED_P99_SLO_MS
+                    or ops["upload"]["p99_ms"] > UPLOAD_P99_SLO_MS
+                ):
+                    break
+                rate *= 1.6
+    passed = [s for s in steps if s["operations"]["feed"]["p99_ms"] <= FEED_P99_SLO_MS
+              and s["operations"]["upload"]["p99_ms"] <= UPLOAD_P99_SLO_MS]  # fmt: skip
+    return {
+        "processes": ctx.processes,
+        "steps": steps,
+        "highest_rate_within_slo": passed[-1]["offered_rate"] if passed else None,
+        "feed_http_f200": feed_http,
+    }
+
+
+async def _feed_at_f200(
+    ctx: Context, traffic: Traffic, running: list[stack.Service]
+) -> list[dict[str, Any]]:
+    """Only feed reads of the F = 200 viewers, at rising rates."""
+    followed = 200 if 200 in ctx.size.follow_points else ctx.size.follow_points[-1]
+    viewers = [ctx.graph.viewer(followed, kind) for kind in ("active", "quiet")]
+    cycle = itertools.cycle(viewers)
+
+    async def read(session: aiohttp.ClientSession) -> Answer:
+        return await traffic.feed(session, next(cycle))
+
+    steps = []
+    async with _session() as session:
+        for rate in (250, 500, 1000, 1500):
+            cpu_before = _cpu(running)
+            step = await open_loop(session, [("feed", 1, read)], rate, ctx.step_seconds)
+            summary = step.summary()["operations"]["feed"]
+            summary["offered_rate"] = rate
+            summary["followed"] = followed
+            summary["service_cpu_cores"] = round((_cpu(running) - cpu_before) / step.seconds, 2)
+            steps.append(summary)
+            if summary["p99_ms"] > 200:
+                break
+    return steps
+
+
+async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]) -> dict[str, Any]:
+    with ExitStack() as exits:
+        running = services(ctx, exits)
+        traffic = Traffic(ctx, [s.url for s in running], deque())
+        async with _session() as session:
+            rest = await open_loop(
+                session, [("feed", 1, traffic.feed)], feed_rate, ctx.step_seconds
+            )
+            rest_p99 = rest.operations["feed"].ok_latency.percentile(99) * 1000
+            steps = []
+            for upload_rate in upload_rates:
+                cpu_before = _cpu(running)
+                step = await open_loop(
+                    session,
+                    [("feed", feed_rate, traffic.feed), ("upload", upload_rate, traffic.upload)],
+                    feed_rate + upload_rate,
+                    ctx.step_seconds,
+                )
+                uploads, feed = step.operations["upload"], step.operations["feed"]
+                feed_p99 = feed.ok_latency.percentile(99) * 1000
+                steps.append(
+                    {
+                        "upload_rate": upload_rate,
+                        "uploads_stored_per_s": round(uploads.ok_latency.count / step.seconds, 1),
+                        "upload_p99_ms": round(uploads.ok_latency.percentile(99) * 1000, 1),
+                        "upload_statuses": {str(k): v for k, v in sorted(uploads.statuses.items())},
+                        "rejected_503_p99_ms": round(
+                            uploads.rejected_latency.percentile(99) * 1000, 1
+                        ),
+                        "feed_p99_ms": round(feed_p99, 1),
+                        "feed_errors": feed.latency.count - feed.ok_latency.count,
+                        "feed_p99_vs_rest": round(feed_p99 / max(rest_p99, 1e-3), 2),
+                        "service_cpu_cores": round((_cpu(running) - cpu_before) / step.seconds, 2),
+                    }
+                )
+    return {"feed_rate": feed_rate, "feed_p99_at_rest_ms": round(rest_p99, 1), "steps": steps}
+
+
+async def celebrity(ctx: Context) -> dict[str, Any]:
+    with ExitStack() as exits:
+        running = services(ctx, exits)
+        traffic = Traffic(ctx, [s.url for s in running], deque())
+        async with _session(limit=0) as session:
+            stored = await traffic.upload(session, ctx.graph.celebrity)
+            media_id = await _latest_media(ctx.settings, ctx.graph.celebrity)
+            headers = {**ctx.auth(ctx.graph.celebrity), "Content-Type": "application/json"}
+            async with session.post(
+                f"{running[0].url}/v1/posts",
+                data=orjson.dumps({"media_id": media_id}),
+                headers=headers,
+            ) as response:
+                posted = response.status
+            followers = ctx.graph.celebrity_followers
+            peak_waiting = [0.0]
+            sampling = asyncio.create_task(
+                _sample_pool_waits(session, [s.url for s in running], peak_waiting)
+            )
+            stats, took = await burst(
+                session, [functools.partial(traffic.feed, user=u) for u in followers]
+            )
+            sampling.cancel()
+        first_page_has_it = await _first_feed_has(ctx, running[0].url, followers[0], media_id)
+    return {
+        "upload_status": stored.status,
+        "post_status": posted,
+        "followers_reading_at_once": len(followers),
+        "latency": stats.latency.summary_ms(),
+        "statuses": {str(k): v for k, v in sorted(stats.statuses.items())},
+        "all_answered_within_s": round(took, 2),
+        "peak_requests_waiting_for_a_connection": peak_waiting[0],
+        "pool_connections_per_process": ctx.settings.with_overrides(
+            service_processes=ctx.processes
+        ).db_pool_max,
+        "the_post_is_on_top_of_a_follower_feed": first_page_has_it,
+    }
+
+
+async def _latest_media(settings: Settings, user_id: int) -> int:
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        media_id: int = await conn.fetchval(
+            "SELECT max(media_id) FROM media WHERE user_id = $1", user_id
+        )
+    finally:
+        await conn.close()
+    return media_id
+
+
+async def _first_feed_has(ctx: Context, url: str, user: int, media_id: int) -> bool:
+    async with (
+        _session() as session,
+        session.get(f"{url}/v1/feed?limit=1", headers=ctx.auth(user)) as response,
+    ):
+        items = (await response.json())["items"]
+    return bool(items) and items[0]["author"]["id"] == ctx.graph.celebrity
+
+
+async def _sample_pool_waits(
+    session: aiohttp.ClientSession, urls: list[str], peak: list[float]
+) -> None:
+    pattern = re.compile(r"^monogram_db_pool_waiting (\S+)$", re.MULTILINE)
+    while True:
+        waiting = 0.0
+        for url in urls:
+            async with session.get(f"{url}/metrics") as response:
+                found = pattern.search(await response.text())
+            waiting += float(found.group(1)) if found else 0.0
+        peak[0] = max(peak[0], waiting)
+        await asyncio.sleep(0.02)
+
+
+def _session(limit: int = 512) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )

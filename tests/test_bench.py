@@ -1,0 +1,77 @@
+"""Every bench scenario runs at a tiny size, so the bench code cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bench.__main__ import SCENARIOS
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", "tiny", "--out", str(out), "all"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "bench report:" in run.stdout
+    return out
+
+
+def result_of(out: Path, scenario: str) -> dict[str, Any]:
+    (path,) = out.glob(f"{scenario}-*.json")
+    data: dict[str, Any] = orjson.loads(path.read_bytes())
+    assert data["facts"]["size"] == "tiny"
+    return data["result"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(330)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None:
+    result = result_of(tiny_run, scenario)
+    if scenario == "thumbnail":
+        for image in result["images"].values():
+            assert image["ours_cpu_ms_median"] > 0
+            assert image["naive_cpu_ms_median"] > 0
+    elif scenario == "feed-vs-follows":
+        assert len(result["points"]) == 6  # 3 values of F, active and quiet
+        for point in result["points"]:
+            assert point["ours"]["count"] > 0
+            assert point["literal"]["count"] > 0
+            assert point["literal_post_rows"] > 0
+    elif scenario == "mix":
+        step = result["steps"][0]
+        assert set(step["operations"]) == {"feed", "detail", "upload", "post", "like"}
+        assert step["operations"]["feed"]["ok"] > 0
+        assert step["operations"]["upload"]["statuses"].get("201", 0) > 0
+        assert step["service_cpu_cores"] > 0
+        assert result["feed_http_f200"][0]["ok"] > 0
+    elif scenario == "upload-storm":
+        assert result["feed_p99_at_rest_ms"] > 0
+        assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])
+    else:
+        assert result["post_status"] == 201
+        assert result["statuses"] == {"200": result["followers_reading_at_once"]}
+        assert result["the_post_is_on_top_of_a_follower_feed"] is True
+
+
+def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
+    (report,) = tiny_run.glob("report-*.md")
+    text = report.read_text()
+    assert "## Targets" in text
+    assert "## Capacity of the seed's deployment" in text
+    for plot in ("feed-vs-follows", "mix", "upload-storm"):
+        (png,) = tiny_run.glob(f"{plot}-*.png")
+        assert png.read_bytes().startswith(b"\x89PNG")
+        assert png.name in text
