@@ -138,7 +138,7 @@ def _check_header(data: bytes, media_type: str, max_pixels: int) -> tuple[int, i
     load = pyvips.Image.jpegload_buffer if media_type == JPEG else pyvips.Image.pngload_buffer
     try:
         header = load(data, access="sequential")
-    except pyvips.Error:
+    except (pyvips.Error, UnicodeDecodeError):  # pyvips fails to decode some libvips errors
         raise ImageRejected("the image cannot be decoded") from None
     _check_pixels(header.width, header.height, max_pixels)
     orientation = header.get("orientation") if header.get_typeof("orientation") else 1
@@ -207,7 +207,7 @@ def make_thumbnail(image_bytes: bytes) -> bytes:
         if thumb.interpretation != "srgb":
             thumb = thumb.colourspace("srgb")
         data: bytes = thumb.jpegsave_buffer(Q=THUMBNAIL_QUALITY, keep="none")
-    except pyvips.Error:
+    except (pyvips.Error, UnicodeDecodeError):  # pyvips fails to decode some libvips errors
         raise ImageRejected("the image cannot be decoded: it is truncated or corrupt") from None
     return data
 

@@ -52,7 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--fuzz-cases",
         type=int,
-        default=200,
+        default=300,
         help="truncated and bit-flipped images the fuzz test uploads (default: %(default)s)",
     )
     group.addoption(
