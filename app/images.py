@@ -76,6 +76,9 @@ def _init_worker() -> None:
 
     # Ctrl-C reaches the whole process group; the service stops its workers itself, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Thumbnails yield the CPU to the event loop: when cores are short, reads stay fast and
+    # uploads wait in the bounded queue (and are shed from there), not the other way round.
+    os.nice(10)
 
     # Only the two loaders this service accepts can ever run, and nothing flagged unsafe.
     pyvips.block_untrusted_set(True)
