@@ -96,19 +96,27 @@ def _warm_up() -> int:
 
 def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
     """All the CPU work of one upload. Runs in a worker process."""
+    import pyvips
+
     started, started_cpu = time.perf_counter(), time.process_time()
-    if media_type == HEIC:
-        width, height, original = _render_heic(data, max_pixels)
-        original_type = JPEG
-    else:
-        _check_metadata(data, media_type)
-        width, height, orientation = _check_header(data, media_type, max_pixels)
-        try:
-            original = clean_jpeg(data, orientation) if media_type == JPEG else clean_png(data)
-        except MalformedImage as exc:
-            raise ImageRejected(str(exc)) from None
-        original_type = media_type
-    thumbnail = make_thumbnail(original)
+    # libvips keeps its error messages in one buffer per process; a damaged file can leave
+    # bytes there that pyvips cannot decode, which would then fail the next, healthy job.
+    pyvips.vips_lib.vips_error_clear()
+    try:
+        if media_type == HEIC:
+            width, height, original = _render_heic(data, max_pixels)
+            original_type = JPEG
+        else:
+            _check_metadata(data, media_type)
+            width, height, orientation = _check_header(data, media_type, max_pixels)
+            try:
+                original = clean_jpeg(data, orientation) if media_type == JPEG else clean_png(data)
+            except MalformedImage as exc:
+                raise ImageRejected(str(exc)) from None
+            original_type = media_type
+        thumbnail = make_thumbnail(original)
+    except (pyvips.Error, UnicodeDecodeError):  # pyvips fails to decode some libvips errors
+        raise ImageRejected("the image cannot be decoded: it is truncated or corrupt") from None
     return Processed(
         width,
         height,
