@@ -41,6 +41,9 @@ def test_every_error_status_is_described_in_the_error_shape() -> None:
                 if status.startswith(("4", "5")) and path != "/readyz":
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
+                    # Only the HTTP parser's own 400 may be plain text.
+                    assert set(response["content"]) <= {"application/json", "text/plain"}
+                    assert status == "400" or set(response["content"]) == {"application/json"}
 
 
 async def test_the_service_serves_the_document_kept_in_the_repo(client: Client) -> None:
