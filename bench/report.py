@@ -252,11 +252,7 @@ def _plot_feed(path: Path, feed: dict[str, Any]) -> None:
             xs, [p["literal"]["p99_ms"] for p in points], "s" + style, label=f"literal JOIN, {kind}"
         )
     axis.set(xscale="log", yscale="log", xlabel="followed accounts (F)", ylabel="p99 ms, one page")
-    axis.legend()
-    axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, axis, path)
 
 
 def _plot_mix(path: Path, mix: dict[str, Any]) -> None:
@@ -269,11 +265,7 @@ def _plot_mix(path: Path, mix: dict[str, Any]) -> None:
     axis.axhline(500, color="grey", linestyle=":", label="feed SLO")
     axis.axhline(800, color="black", linestyle=":", label="upload SLO")
     axis.set(yscale="log", xlabel="offered requests/s (the seed's mix)", ylabel="ms")
-    axis.legend()
-    axis.grid(True, alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    _save(figure, axis, path)
 
 
 def _plot_storm(path: Path, storm: dict[str, Any]) -> None:
@@ -289,8 +281,12 @@ def _plot_storm(path: Path, storm: dict[str, Any]) -> None:
         rates, [s["upload_p99_ms"] for s in storm["steps"]], "s-", label="upload p99 (stored)"
     )
     axis.set(yscale="log", xlabel="uploads offered per second", ylabel="ms")
+    _save(figure, axis, path)
+
+
+def _save(figure: Any, axis: Any, path: Path) -> None:
     axis.legend()
-    axis.grid(True, alpha=0.3)
+    axis.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
