@@ -148,8 +148,10 @@ def client_config(settings: Settings) -> AioConfig:
     return AioConfig(
         connect_timeout=settings.s3_timeout,
         read_timeout=settings.s3_timeout,
-        # botocore's "standard" mode: exponential backoff with full jitter.
-        retries={"max_attempts": 3, "mode": "standard"},
+        # botocore's "standard" mode: exponential backoff with full jitter. Three attempts in
+        # all sleep at most 1 + 2 s, so an unreachable store is told apart (503) within the
+        # S3 deadline; "max_attempts" would count retries only and sleep up to 7 s.
+        retries={"total_max_attempts": 3, "mode": "standard"},
         max_pool_connections=64,
         s3={"addressing_style": "path"},
     )
