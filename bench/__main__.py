@@ -67,7 +67,8 @@ async def run(chosen: list[str], size_name: str, processes: int, out: Path) -> P
     }
     results: dict[str, Any] = {}
     photos = phone_jpegs(workdir / "photos")
-    with stack.backends(workdir / size_name, os.environ) as settings:
+    with stack.backends(workdir / size_name, os.environ) as backends:
+        settings = backends.settings
         from app.migrations import migrate
         from app.storage import ensure_bucket
 
@@ -75,7 +76,9 @@ async def run(chosen: list[str], size_name: str, processes: int, out: Path) -> P
         await migrate(settings.database_url)
         await ensure_bucket(settings)
         graph, facts["data"] = await load(settings.database_url, size)
-        ctx = scenarios.Context(settings, graph, size, photos, budget.step_seconds, processes)
+        ctx = scenarios.Context(
+            settings, graph, size, photos, budget.step_seconds, processes, backends.pids
+        )
         for name in chosen:
             started = time.perf_counter()
             print(f"bench: {name} ...", file=sys.stderr, flush=True)

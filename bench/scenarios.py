@@ -53,6 +53,7 @@ class Context:
     photos: list[bytes]
     step_seconds: float
     processes: int
+    backend_pids: dict[str, int] = field(default_factory=dict)  # whose CPU the bench reports
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     _tokens: dict[int, str] = field(default_factory=dict)
 
@@ -292,8 +293,8 @@ def services(ctx: Context, exits: ExitStack) -> list[stack.Service]:
     return [exits.enter_context(stack.service(ctx.settings, **env)) for _ in range(ctx.processes)]
 
 
-def _cpu(running: list[stack.Service]) -> float:
-    return sum(s.cpu_seconds() for s in running)
+def _cores(spent: dict[str, float], seconds: float) -> dict[str, float]:
+    return {role: round(cpu / seconds, 2) for role, cpu in spent.items()}
 
 
 async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]:
@@ -308,16 +309,19 @@ async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]
                 int(start_rate * 2**max_steps * ctx.step_seconds / 100) + 5,
             ),
         )
-        feed_http = await _feed_at_f200(ctx, traffic, running)
+        meter = stack.CpuMeter(running, ctx.backend_pids)
+        feed_http = await _feed_at_f200(ctx, traffic, meter)
         steps = []
         rate = start_rate
         async with _session() as session:
             for _ in range(max_steps):
-                cpu_before = _cpu(running)
+                cpu_before = meter.read()
                 step = await open_loop(session, traffic.mix(), rate, ctx.step_seconds)
-                cpu = _cpu(running) - cpu_before
+                spent = meter.since(cpu_before)
+                cpu = spent["service"]
                 summary = step.summary()
-                summary["service_cpu_cores"] = round(cpu / step.seconds, 2)
+                summary["cpu_cores"] = _cores(spent, step.seconds)
+                summary["service_cpu_cores"] = summary["cpu_cores"]["service"]
                 ops = summary["operations"]
                 summary["api_bytes_in_per_s"] = sum(o["bytes_in_per_s"] for o in ops.values())
                 summary["api_bytes_out_per_s"] = sum(o["bytes_out_per_s"] for o in ops.values())
@@ -341,7 +345,7 @@ async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]
 
 
 async def _feed_at_f200(
-    ctx: Context, traffic: Traffic, running: list[stack.Service]
+    ctx: Context, traffic: Traffic, meter: stack.CpuMeter
 ) -> list[dict[str, Any]]:
     """Only feed reads of the F = 200 viewers, at rising rates."""
     followed = 200 if 200 in ctx.size.follow_points else ctx.size.follow_points[-1]
@@ -354,12 +358,13 @@ async def _feed_at_f200(
     steps = []
     async with _session() as session:
         for rate in (250, 500, 1000, 1500):
-            cpu_before = _cpu(running)
+            cpu_before = meter.read()
             step = await open_loop(session, [("feed", 1, read)], rate, ctx.step_seconds)
             summary = step.summary()["operations"]["feed"]
             summary["offered_rate"] = rate
             summary["followed"] = followed
-            summary["service_cpu_cores"] = round((_cpu(running) - cpu_before) / step.seconds, 2)
+            summary["cpu_cores"] = _cores(meter.since(cpu_before), step.seconds)
+            summary["service_cpu_cores"] = summary["cpu_cores"]["service"]
             steps.append(summary)
             if summary["p99_ms"] > 200:
                 break
@@ -370,6 +375,7 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
     with ExitStack() as exits:
         running = services(ctx, exits)
         traffic = Traffic(ctx, [s.url for s in running], deque())
+        meter = stack.CpuMeter(running, ctx.backend_pids)
         async with _session() as session:
             rest = await open_loop(
                 session, [("feed", 1, traffic.feed)], feed_rate, ctx.step_seconds
@@ -377,7 +383,7 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
             rest_p99 = rest.operations["feed"].ok_latency.percentile(99) * 1000
             steps = []
             for upload_rate in upload_rates:
-                cpu_before = _cpu(running)
+                cpu_before = meter.read()
                 step = await open_loop(
                     session,
                     [("feed", feed_rate, traffic.feed), ("upload", upload_rate, traffic.upload)],
@@ -386,6 +392,7 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
                 )
                 uploads, feed = step.operations["upload"], step.operations["feed"]
                 feed_p99 = feed.ok_latency.percentile(99) * 1000
+                cores = _cores(meter.since(cpu_before), step.seconds)
                 steps.append(
                     {
                         "upload_rate": upload_rate,
@@ -398,7 +405,8 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
                         "feed_p99_ms": round(feed_p99, 1),
                         "feed_errors": feed.latency.count - feed.ok_latency.count,
                         "feed_p99_vs_rest": round(feed_p99 / max(rest_p99, 1e-3), 2),
-                        "service_cpu_cores": round((_cpu(running) - cpu_before) / step.seconds, 2),
+                        "cpu_cores": cores,
+                        "service_cpu_cores": cores["service"],
                     }
                 )
     return {"feed_rate": feed_rate, "feed_p99_at_rest_ms": round(rest_p99, 1), "steps": steps}

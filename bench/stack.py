@@ -43,19 +43,53 @@ class Service:
 
     def cpu_seconds(self) -> float:
         """CPU time of the service process and its image workers."""
-        total = 0.0
-        with contextlib.suppress(psutil.NoSuchProcess):
-            parent = psutil.Process(self.process.pid)
-            for proc in [parent, *parent.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-        return total
+        return tree_cpu_seconds(self.process.pid)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its descendants, those that have exited included."""
+    total = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+@dataclass(frozen=True)
+class CpuMeter:
+    """CPU seconds spent so far by each part of the bench's machine: the service processes,
+    PostgreSQL and S3 when the bench started them, and this load generator. A step's share
+    of each shows which part ran out of cores first."""
+
+    services: list[Service]
+    backend_pids: Mapping[str, int]
+
+    def read(self) -> dict[str, float]:
+        spent = {"service": sum(s.cpu_seconds() for s in self.services)}
+        spent |= {role: tree_cpu_seconds(pid) for role, pid in self.backend_pids.items()}
+        spent["load_generator"] = time.process_time()
+        return spent
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        """CPU seconds each part spent since `before`, an earlier `read()`."""
+        after = self.read()
+        return {role: after[role] - before[role] for role in after}
+
+
+@dataclass(frozen=True)
+class Backends:
+    settings: Settings
+    # Processes of the PostgreSQL and S3 started here, by role; none for ones given by URL.
+    pids: dict[str, int]
 
 
 @contextmanager
-def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Settings]:
+def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Backends]:
     """Settings pointing at a PostgreSQL and an S3 bucket ready for the bench."""
+    pids: dict[str, int] = {}
     with ExitStack() as stack:
         database_url = environ.get("DATABASE_URL")
         if not database_url:
@@ -63,6 +97,8 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Settings]:
             stack.callback(postgres.stop)
             postgres.start()
             database_url = postgres.dsn
+            if postgres.pid is not None:
+                pids["postgresql"] = postgres.pid
         s3_env = {
             key: environ[key]
             for key in ("S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
@@ -72,12 +108,14 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Settings]:
             s3 = EmbeddedS3(free_port())
             stack.callback(s3.stop)
             s3.start()
+            if s3.pid is not None:
+                pids["s3"] = s3.pid
             s3_env = {
                 "S3_ENDPOINT_URL": s3.endpoint_url,
                 "S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
                 "S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
             }
-        yield Settings.from_env(
+        settings = Settings.from_env(
             {
                 "DATABASE_URL": database_url,
                 "S3_BUCKET": environ.get("S3_BUCKET", "monogram-bench"),
@@ -89,6 +127,7 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Settings]:
                 **s3_env,
             }
         )
+        yield Backends(settings, pids)
 
 
 @contextmanager

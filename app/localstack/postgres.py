@@ -96,6 +96,14 @@ class EmbeddedPostgres:
             self._pg_ctl("stop", "-w", "-t", "60", "-m", "fast")
             log.info("postgresql stopped", extra={"data_dir": str(self.data_dir)})
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id, while it runs."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def is_running(self) -> bool:
         if not (self.data_dir / "PG_VERSION").exists():
             return False

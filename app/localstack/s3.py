@@ -61,6 +61,10 @@ class EmbeddedS3:
             time.sleep(0.05)
         log.info("s3 (moto) running", extra={"endpoint": self.endpoint_url})
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def stop(self) -> None:
         if self._process is None:
             return
