@@ -76,7 +76,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             (
                 "feed through HTTP at F = 200: >= 1,000 requests/s with p99 < 50 ms",
                 f"{best} requests/s within p99 50 ms; at {top['offered_rate']}/s offered, "
-                f"CPU cores service / PG / S3 / bench: {_cores(top)}",
+                f"CPU cores service / PG / S3 / bench: {_cpu_cell(top)}",
                 best >= 1000,
             )
         )
@@ -201,7 +201,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
             lines.append(
                 f"| {s['offered_rate']:.0f} | {o['feed']['p50_ms']}/{o['feed']['p99_ms']}/{o['feed']['p999_ms']} | "
                 f"{o['upload']['p50_ms']}/{o['upload']['p99_ms']} | {o['detail']['p99_ms']} | {o['post']['p99_ms']} | "
-                f"{o['like']['p99_ms']} | {errors} | {s['dropped']} | {_cores(s)} | "
+                f"{o['like']['p99_ms']} | {errors} | {s['dropped']} | {_cpu_cell(s)} | "
                 f"{s['api_bytes_in_per_s'] / 1e6:.1f} / {s['api_bytes_out_per_s'] / 1e6:.1f} |"
             )
         lines += [
@@ -216,7 +216,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         ]
         for s in mix["feed_http_f200"]:
             lines.append(
-                f"| {s['offered_rate']} | {s['throughput_per_s']} | {s['p50_ms']} / {s['p99_ms']} | {s['errors']} | {_cores(s)} |"
+                f"| {s['offered_rate']} | {s['throughput_per_s']} | {s['p50_ms']} / {s['p99_ms']} | {s['errors']} | {_cpu_cell(s)} |"
             )
         lines += ["", f"![latency vs offered rate](mix-{stamp}.png)", ""]
         _plot_mix(out / f"mix-{stamp}.png", mix)
@@ -230,7 +230,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         for s in storm["steps"]:
             lines.append(
                 f"| {s['upload_rate']} | {s['uploads_stored_per_s']} | {s['upload_p99_ms']} | {s['upload_statuses']} | "
-                f"{s['rejected_503_p99_ms']} | {s['feed_p99_ms']} | {s['feed_p99_vs_rest']}x | {_cores(s)} |"
+                f"{s['rejected_503_p99_ms']} | {s['feed_p99_ms']} | {s['feed_p99_vs_rest']}x | {_cpu_cell(s)} |"
             )
         lines += ["", f"![feed p99 during the storm](upload-storm-{stamp}.png)", ""]
         _plot_storm(out / f"upload-storm-{stamp}.png", storm)
@@ -255,7 +255,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
 CPU_PARTS = ("service", "postgresql", "s3", "load_generator")
 
 
-def _cores(step: dict[str, Any]) -> str:
+def _cpu_cell(step: dict[str, Any]) -> str:
     """Cores each part used during a step; "-" for a PostgreSQL or S3 the bench did not start."""
     cores = step["cpu_cores"]
     return " / ".join(str(cores.get(part, "-")) for part in CPU_PARTS)

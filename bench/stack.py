@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import psutil
 
 from app.auth import Tokens
 from app.localstack.postgres import EmbeddedPostgres
+from app.localstack.runner import answers_ready
 from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, EmbeddedS3
 from app.settings import Settings
 
@@ -161,11 +161,7 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes], patience: floa
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the service exited with {process.returncode}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{url}/readyz", timeout=2) as response,  # noqa: S310
-        ):
-            if response.status == 200:
-                return
+        if answers_ready(url):
+            return
         time.sleep(0.1)
     raise RuntimeError(f"{url} was not ready within {patience} s")

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from aiohttp.test_utils import TestClient
 
 from app.auth import Tokens
 from app.localstack.postgres import EmbeddedPostgres
+from app.localstack.runner import answers_ready
 from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, EmbeddedS3
 from app.main import create_app
 from app.migrations import migrate
@@ -224,12 +224,8 @@ def wait_until_ready(
     while True:
         assert process.poll() is None, f"the process exited with {process.returncode}. {why}"
         assert time.monotonic() < deadline, f"{url} was not ready within {timeout}s. {why}"
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if answers_ready(url):
+            return
         time.sleep(0.1)
 
 

@@ -133,16 +133,21 @@ def wait_until_ready(url: str, service: subprocess.Popen[bytes], stopping: threa
         if service.poll() is not None:
             log.error("the service exited with %s before it was ready", service.returncode)
             return False
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
+        if answers_ready(url):
+            return True
         stopping.wait(0.2)
     if not stopping.is_set():
         log.error("the service was not ready within %ss", READY_TIMEOUT)
     return False
+
+
+def answers_ready(url: str) -> bool:
+    """Whether the service at `url` answers 200 on /readyz now (a 503 or no answer: no)."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:  # refused, timed out, or an HTTP error status
+        return False
 
 
 def stop_service(service: subprocess.Popen[bytes], grace: float) -> None:

@@ -23,14 +23,19 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import multiprocess
 
-from app.localstack.runner import start_backends, stop_on_signals, stop_service, wait_until_ready
+from app.localstack.runner import (
+    answers_ready,
+    start_backends,
+    stop_on_signals,
+    stop_service,
+    wait_until_ready,
+)
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -237,12 +242,8 @@ def _wait_for_replacement(state_path: Path, name: str, old_pid: int, patience: f
 def _wait_for_ready(url: str, patience: float) -> None:
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if answers_ready(url):
+            return
         time.sleep(0.1)
     raise SystemExit(f"{url} was not ready within {patience:g}s")
 
