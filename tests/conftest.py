@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import hypothesis
 import pytest
-from aiohttp import web
+from aiohttp import web, web_app
 from aiohttp.test_utils import TestClient
 
 from app.auth import Tokens
@@ -84,6 +84,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(autouse=True)
+def forget_finished_apps() -> Iterator[None]:
+    """Let each test's app be freed when the test ends.
+
+    aiohttp caches the middleware chain of every (handler, app) pair, up to 1,024 of
+    them, so it kept about a hundred finished apps alive, each with a botocore client of
+    some 100,000 objects. By the end of the suite the process held 7 million objects,
+    and each full garbage collection stopped the event loop for 5-6 s: requests of the
+    concurrency tests then ran past the statement timeout (504) or the pool wait (503).
+    """
+    yield
+    cache = getattr(web_app, "_cached_build_middleware", None)
+    assert cache is not None, "aiohttp renamed its middleware cache: update this fixture"
+    cache.cache_clear()
 
 
 @pytest.fixture(scope="session")
