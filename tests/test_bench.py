@@ -58,10 +58,12 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         assert step["service_cpu_cores"] > 0
         # The bench started PostgreSQL and S3 itself, so it can say what each of them used.
         assert set(step["cpu_cores"]) == {"service", "postgresql", "s3", "load_generator"}
-        assert step["cpu_cores"]["postgresql"] > 0
-        assert step["cpu_cores"]["load_generator"] > 0
-        assert result["feed_http_f200"][0]["ok"] > 0
-        assert result["feed_http_f200"][0]["cpu_cores"]["postgresql"] > 0
+        feed_only = result["feed_http_f200"][0]
+        assert feed_only["ok"] > 0
+        # Hundreds of feed reads a second keep each part busy; the mix's first tiny step is
+        # too light to show PostgreSQL's share at two decimals.
+        assert feed_only["cpu_cores"]["postgresql"] > 0
+        assert feed_only["cpu_cores"]["load_generator"] > 0
     elif scenario == "upload-storm":
         assert result["feed_p99_at_rest_ms"] > 0
         assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])
