@@ -49,8 +49,19 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
         command_timeout=settings.db_command_timeout,
         max_inactive_connection_lifetime=60.0,
         server_settings={"application_name": "monogram"},
+        reset=keep_session,
     )
     return await pool
+
+
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """What a connection returned to the pool needs beyond asyncpg's own rollback: nothing.
+
+    asyncpg rolls back an open transaction before calling this. Its default would then send
+    `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` - a second round trip, and
+    PostgreSQL CPU, on every request - to undo session state this service never creates on
+    a pooled connection (tests/test_db.py holds the queries to that).
+    """
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
