@@ -3,27 +3,38 @@
 -- bounded walk down idx_posts_created), keeping those by accounts the caller follows. When
 -- that yields a whole page it is exactly the page - every post outside the window is older
 -- than every post in it. It does when the followed accounts post a lot of what is new.
-SELECT recent.post_id, recent.caption, recent.image_url, recent.thumbnail_url,
-       recent.like_count, recent.created_at, u.user_id AS author_id, u.username,
-       u.display_name, m.width, m.height,
-       EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = recent.post_id)
-           AS liked_by_me
-FROM (
-    SELECT p.post_id, p.author_id, p.media_id, p.caption, p.image_url, p.thumbnail_url,
-           p.like_count, p.created_at
-    FROM posts p
-    WHERE p.created_at <= :before_time
-      AND (p.created_at < :before_time OR p.post_id < :before_id)
-    ORDER BY p.created_at DESC, p.post_id DESC
-    LIMIT :probe_rows
-) recent
-JOIN users u ON u.user_id = recent.author_id
-JOIN media m ON m.media_id = recent.media_id
-WHERE EXISTS (
-    SELECT 1 FROM follows f WHERE f.follower_id = :user_id AND f.followee_id = recent.author_id
+-- The walk stops at the page's last post: each post is checked with one probe of the
+-- follows index, and OFFSET 0 keeps the planner from turning that check into a join,
+-- which would lose the index order (it hashed every followed account, or every user,
+-- and sorted all :probe_rows posts). Authors and media are joined for the page alone.
+WITH page AS MATERIALIZED (
+    SELECT recent.post_id, recent.author_id, recent.media_id, recent.caption,
+           recent.image_url, recent.thumbnail_url, recent.like_count, recent.created_at
+    FROM (
+        SELECT p.post_id, p.author_id, p.media_id, p.caption, p.image_url, p.thumbnail_url,
+               p.like_count, p.created_at
+        FROM posts p
+        WHERE p.created_at <= :before_time
+          AND (p.created_at < :before_time OR p.post_id < :before_id)
+        ORDER BY p.created_at DESC, p.post_id DESC
+        LIMIT :probe_rows
+    ) recent
+    WHERE EXISTS (
+        SELECT 1 FROM follows f
+        WHERE f.follower_id = :user_id AND f.followee_id = recent.author_id
+        OFFSET 0
+    )
+    ORDER BY recent.created_at DESC, recent.post_id DESC
+    LIMIT :page_size
 )
-ORDER BY recent.created_at DESC, recent.post_id DESC
-LIMIT :page_size;
+SELECT page.post_id, page.caption, page.image_url, page.thumbnail_url, page.like_count,
+       page.created_at, u.user_id AS author_id, u.username, u.display_name, m.width, m.height,
+       EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = page.post_id)
+           AS liked_by_me
+FROM page
+JOIN users u ON u.user_id = page.author_id
+JOIN media m ON m.media_id = page.media_id
+ORDER BY page.created_at DESC, page.post_id DESC;
 
 -- name: feed-page(user_id, before_time, before_id, page_size)
 -- Strategy 2 of the feed, for when strategy 1 (feed-recent) falls short: one page of the
