@@ -12,6 +12,7 @@ from typing import IO, Any
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from app.keys import REQUEST_ID, REQUEST_STARTED
 
@@ -58,6 +59,28 @@ def json_handler(stream: IO[str]) -> logging.Handler:
     return handler
 
 
+class MalformedRequestFilter(logging.Filter):
+    """A request the HTTP parser refused is the client's fault: one warning line, no trace.
+
+    aiohttp logs each one as an ERROR with a traceback, so anyone could fill the logs
+    with tracebacks by sending broken request lines; it has already answered 400.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = (error.message or type(error).__name__).strip().splitlines()[0][:200]
+            record.msg = "refused a malformed request from %s: %s"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ())[:1], reason)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.status = error.code
+            record.exc_info = record.exc_text = None
+        return True
+
+
+MALFORMED_REQUESTS = MalformedRequestFilter()
+
+
 def configure(level: str) -> None:
     handler = json_handler(sys.stdout)
     root = logging.getLogger()
@@ -66,6 +89,7 @@ def configure(level: str) -> None:
     # botocore logs every credential lookup at INFO.
     for noisy in ("botocore", "aiobotocore", "aioboto3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(MALFORMED_REQUESTS)  # once, however often
 
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})

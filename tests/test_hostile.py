@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from app.keys import IMAGES
@@ -192,6 +193,26 @@ def test_absurd_request_heads_are_refused_by_the_server(
     answer = raw_exchange(served, request_bytes)
     # aiohttp answers these itself, before any middleware: plain text, not the error shape.
     assert re.match(rb"HTTP/1\.[01] (400|414|431) ", answer), answer[:200]
+
+
+def test_a_malformed_request_is_logged_as_one_warning_without_a_trace(
+    capfd: pytest.CaptureFixture[str], settings: Settings
+) -> None:
+    capfd.readouterr()
+    with service_process(settings) as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        answer = raw_exchange(
+            (host, int(port)), b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Null: \x00\r\n\r\n"
+        )
+        assert re.match(rb"HTTP/1\.[01] 400 ", answer), answer[:200]
+    logged = [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if line[:1] == "{"]
+    refused = [line for line in logged if line["logger"] == "aiohttp.server"]
+    assert len(refused) == 1, refused
+    assert refused[0]["level"] == "WARNING"
+    assert "exc" not in refused[0]
+    assert refused[0]["status"] == 400
+    assert refused[0]["msg"].startswith("refused a malformed request from 127.0.0.1: ")
+    assert "header value" in refused[0]["msg"]
 
 
 def test_a_slowloris_client_is_cut_off_after_the_idle_timeout(served: tuple[str, int]) -> None:
