@@ -357,7 +357,7 @@ async def _feed_at_f200(
 
     steps = []
     async with _session() as session:
-        for rate in (250, 500, 1000, 1500):
+        for rate in (250, 500, 750, 1000, 1250):
             cpu_before = meter.read()
             step = await open_loop(session, [("feed", 1, read)], rate, ctx.step_seconds)
             summary = step.summary()["operations"]["feed"]
