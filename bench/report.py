@@ -106,6 +106,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     return rows
 
 
+def _rate(rate: float | None) -> str:
+    return "none of the steps" if rate is None else f"{rate:.0f} requests/s"
+
+
 def capacity(results: dict[str, Any]) -> list[str]:
     mix = results.get("mix")
     if not mix or not mix["steps"]:
@@ -129,7 +133,7 @@ def capacity(results: dict[str, Any]) -> list[str]:
     return [
         "## Capacity of the seed's deployment, from this run's per-request costs",
         "",
-        f"Measured in the mix step at {step['offered_rate']} requests/s offered: "
+        f"Measured in the mix step at {step['offered_rate']:.0f} requests/s offered: "
         f"{cpu_ms} ms of service CPU (event loop and image workers) and "
         f"{bytes_per_request / 1e3:.0f} kB of API traffic (in + out) per request."
         f"{database_cost}",
@@ -207,7 +211,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         lines += [
             "",
             f"Highest offered rate within the seed's SLOs (feed p99 {500} ms, upload p99 {800} ms): "
-            f"{mix['highest_rate_within_slo']} requests/s.",
+            f"{_rate(mix['highest_rate_within_slo'])}.",
             "",
             "Feed only, F = 200 viewers:",
             "",
