@@ -21,6 +21,7 @@ MICROSECOND = dt.timedelta(microseconds=1)
 # The first page's cursor: after every post there is.
 NEWEST = (dt.datetime.max.replace(tzinfo=dt.UTC), MAX_ID)
 # How many of everyone's newest posts strategy 1 looks through before giving way to strategy 2.
+# Written into feed-recent's SQL (see why there); tests/test_feed.py checks the two agree.
 PROBE_ROWS = 500
 
 
@@ -61,7 +62,7 @@ async def feed_rows(
         "before_id": before[1],
         "page_size": page_size,
     }
-    rows = [r async for r in db.queries.feed_recent(conn, probe_rows=PROBE_ROWS, **params)]
+    rows = [r async for r in db.queries.feed_recent(conn, **params)]
     if len(rows) == page_size:
         return rows, "recent"
     return [r async for r in db.queries.feed_page(conn, **params)], "per-followee"

@@ -186,7 +186,7 @@ async def _time_calls(call: Callable[[], Any], runs: int, budget_seconds: float)
 
 async def _rows_read(conn: asyncpg.Connection, viewer: int) -> int:
     params = {"user_id": viewer, "before_time": NEWEST[0], "before_id": NEWEST[1], "page_size": 21}
-    recent_sql, recent_args = sql_of("feed_recent", probe_rows=500, **params)
+    recent_sql, recent_args = sql_of("feed_recent", **params)
     rows, _ = await explain(conn, recent_sql, recent_args)
     _, strategy = await feed_rows(conn, viewer, NEWEST, 21)
     if strategy != "recent":

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from app import db
 from app.feed import NEWEST, PROBE_ROWS, feed_rows
 from app.keys import CURSORS, TOKENS
 from app.localstack.postgres import EmbeddedPostgres
@@ -236,16 +237,14 @@ async def test_the_feed_reads_a_bounded_number_of_rows_at_every_point_of_the_gri
 
     # What the service ran: strategy 1, and strategy 2 when strategy 1 fell short.
     params = feed_params(viewer)
-    our_rows, our_ms = await explain(
-        grid_conn, *sql_of("feed_recent", probe_rows=PROBE_ROWS, **params)
-    )
+    our_rows, our_ms = await explain(grid_conn, *sql_of("feed_recent", **params))
     if strategy == "per-followee":
         fallback_rows, fallback_ms = await explain(grid_conn, *sql_of("feed_page", **params))
         our_rows, our_ms = our_rows + fallback_rows, our_ms + fallback_ms
     seed_rows, seed_ms = await explain(grid_conn, seed_sql, seed_args)
     if followed == 5000:  # the plans themselves, at the largest F
         answering = "feed_recent" if strategy == "recent" else "feed_page"
-        sql, args = sql_of(answering, probe_rows=PROBE_ROWS, **params)
+        sql, args = sql_of(answering, **params)
         plan = await grid_conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}", *args)
         grid_report.append(f"  plan of {answering} at F={followed} {kind}:")
         grid_report.extend(f"    {row[0]}" for row in plan)
@@ -281,3 +280,35 @@ async def test_the_page_after_a_cursor_matches_the_literal_query_below_it(
         )
         assert [r["post_id"] for r in second] == [r["post_id"] for r in expected]
         assert not {r["post_id"] for r in first} & {r["post_id"] for r in second}
+
+
+def test_the_probe_window_in_the_sql_is_probe_rows() -> None:
+    assert f"LIMIT {PROBE_ROWS}\n" in str(db.queries.feed_recent.sql)
+
+
+async def test_each_connection_plans_the_recent_feed_once_whatever_the_cursor(
+    grid_conn: asyncpg.Connection,
+) -> None:
+    # Active viewers (strategy 1 answers) and quiet ones (it falls short), first pages and
+    # pages below a cursor, page sizes from 1 to 101: one plan fits them all.
+    viewers = [
+        ACTIVE_AUTHORS + QUIET_AUTHORS + 1 + GRID.index(point)
+        for point in [(200, "active"), (1000, "quiet"), (5000, "active"), (10, "quiet")]
+    ]
+    for call in range(24):
+        viewer = viewers[call % len(viewers)]
+        rows, _ = await feed_rows(grid_conn, viewer, NEWEST, 1 + call * 4 % 101)
+        if rows:
+            await feed_rows(grid_conn, viewer, (rows[-1]["created_at"], rows[-1]["post_id"]), 21)
+    plans = {
+        row["statement"]: row
+        for row in await grid_conn.fetch(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+        )
+    }
+    # feed-page is left to PostgreSQL: its best plan depends on how many accounts the viewer
+    # follows, which the statistics know per viewer.
+    (used,) = [row for text, row in plans.items() if text == str(db.queries.feed_recent.sql)]
+    # PostgreSQL tries five custom plans before it compares them with the generic one.
+    assert used["custom_plans"] <= 5, dict(used)
+    assert used["generic_plans"] > 0, dict(used)
