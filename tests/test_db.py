@@ -12,11 +12,19 @@ from app.settings import Settings
 # Statements that leave state on a session past its transaction. A pooled connection that
 # ran one would carry it to the next request, since release sends no RESET ALL.
 SESSION_STATE = re.compile(
-    r"^\s*(SET|RESET|LISTEN|DECLARE|PREPARE)\b|pg_advisory_lock|set_config\(",
+    r"^\s*(SET\b(?!\s+LOCAL\b)|RESET\b|LISTEN\b|DECLARE\b|PREPARE\b)|pg_advisory_lock|set_config\(",
     re.IGNORECASE | re.MULTILINE,
 )
 # The migrator takes its advisory lock on a connection of its own, never a pooled one.
 OWN_CONNECTION = {"migrations.sql"}
+
+
+def test_the_session_state_pattern_tells_session_from_transaction_settings() -> None:
+    assert SESSION_STATE.search("SET statement_timeout = 0;")
+    assert SESSION_STATE.search("SELECT 1;\n  RESET ALL;")
+    assert SESSION_STATE.search("SELECT pg_advisory_lock(1);")
+    assert not SESSION_STATE.search("SET LOCAL statement_timeout = 0;")
+    assert not SESSION_STATE.search("UPDATE posts SET like_count = like_count + 1")
 
 
 def test_no_pooled_query_leaves_session_state() -> None:
