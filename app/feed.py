@@ -20,9 +20,6 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MICROSECOND = dt.timedelta(microseconds=1)
 # The first page's cursor: after every post there is.
 NEWEST = (dt.datetime.max.replace(tzinfo=dt.UTC), MAX_ID)
-# How many of everyone's newest posts strategy 1 looks through before giving way to strategy 2.
-# Written into feed-recent's SQL (see why there); tests/test_feed.py checks the two agree.
-PROBE_ROWS = 500
 
 
 async def get_feed(request: web.Request) -> web.Response:
@@ -53,8 +50,9 @@ async def feed_rows(
 ) -> tuple[list[asyncpg.Record], str]:
     """The page's rows, and which strategy found them (sql/queries/feed.sql explains both).
 
-    Strategy 1 costs at most PROBE_ROWS rows and answers when the followed accounts are
-    active; strategy 2 costs one index probe per followed account and always answers.
+    Strategy 1 reads at most a fixed window of everyone's newest posts (500, written in its
+    SQL) and answers when the followed accounts are active; strategy 2 costs one index probe
+    per followed account and always answers.
     """
     params = {
         "user_id": user_id,
