@@ -69,9 +69,12 @@ class MalformedRequestFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, HttpProcessingError):
-            reason = (error.message or type(error).__name__).strip().splitlines()[0][:200]
+            # aiohttp logs these as ("Error handling request from %s", peer).
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            first_line = (error.message or "").strip().splitlines()[:1]
+            reason = first_line[0][:200] if first_line else type(error).__name__
             record.msg = "refused a malformed request from %s: %s"
-            record.args = (*(record.args if isinstance(record.args, tuple) else ())[:1], reason)
+            record.args = (peer, reason)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.status = error.code
             record.exc_info = record.exc_text = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import logging
 import re
 import socket
 import struct
@@ -14,8 +15,10 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage
 
 from app.keys import IMAGES
+from app.logs import MalformedRequestFilter
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import CORPUS, AiohttpClient, Client, User, service_process, sign_up
@@ -213,6 +216,22 @@ def test_a_malformed_request_is_logged_as_one_warning_without_a_trace(
     assert refused[0]["status"] == 400
     assert refused[0]["msg"].startswith("refused a malformed request from 127.0.0.1: ")
     assert "header value" in refused[0]["msg"]
+
+
+def test_a_parser_error_without_a_message_is_still_one_warning_line() -> None:
+    record = logging.LogRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request from %s",
+        ("203.0.113.7",),
+        (BadHttpMessage, BadHttpMessage("  \n "), None),
+    )
+    assert MalformedRequestFilter().filter(record)
+    assert record.levelname == "WARNING"
+    assert record.exc_info is None
+    assert record.getMessage() == "refused a malformed request from 203.0.113.7: BadHttpMessage"
 
 
 def test_a_slowloris_client_is_cut_off_after_the_idle_timeout(served: tuple[str, int]) -> None:
