@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import asyncpg
+import pytest
 
 from app.db import SQL_DIR, open_pool
 from app.settings import Settings
@@ -37,46 +39,46 @@ def test_no_pooled_query_leaves_session_state() -> None:
         assert not found, f"{path.name} sets session state: {found}"
 
 
-async def test_a_connection_released_mid_transaction_comes_back_rolled_back(
-    settings: Settings, clean_database: str
-) -> None:
-    pool = await open_pool(settings.with_overrides(database_url=clean_database))
-    try:
-        conn = await pool.acquire()
-        backend = conn.get_server_pid()
-        # A request cancelled mid-transaction (its deadline, a dropped client) leaves this.
-        await conn.execute("BEGIN")
-        await conn.execute("CREATE TABLE released_mid_transaction (x int)")
-        await conn.execute("INSERT INTO released_mid_transaction VALUES (1)")
-        await pool.release(conn)
+@pytest.fixture
+async def pool(settings: Settings, clean_database: str) -> AsyncIterator[asyncpg.Pool]:
+    """The service's pool, as `open_pool` makes it."""
+    opened = await open_pool(settings.with_overrides(database_url=clean_database))
+    yield opened
+    await opened.close()
 
-        async with pool.acquire() as again:
-            assert again.get_server_pid() == backend, "the pool opened a new connection"
-            assert not again.is_in_transaction()
-            assert await again.fetchval("SELECT to_regclass('released_mid_transaction')") is None
-    finally:
-        await pool.close()
+
+async def test_a_connection_released_mid_transaction_comes_back_rolled_back(
+    pool: asyncpg.Pool,
+) -> None:
+    conn = await pool.acquire()
+    backend = conn.get_server_pid()
+    # A request cancelled mid-transaction (its deadline, a dropped client) leaves this.
+    await conn.execute("BEGIN")
+    await conn.execute("CREATE TABLE released_mid_transaction (x int)")
+    await conn.execute("INSERT INTO released_mid_transaction VALUES (1)")
+    await pool.release(conn)
+
+    async with pool.acquire() as again:
+        assert again.get_server_pid() == backend, "the pool opened a new connection"
+        assert not again.is_in_transaction()
+        assert await again.fetchval("SELECT to_regclass('released_mid_transaction')") is None
 
 
 async def test_a_connection_is_reused_without_a_second_round_trip(
-    settings: Settings, clean_database: str
+    pool: asyncpg.Pool, clean_database: str
 ) -> None:
-    pool = await open_pool(settings.with_overrides(database_url=clean_database))
-    try:
-        async with pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-            backend = conn.get_server_pid()
-        async with pool.acquire() as conn:
-            # pg_stat_activity keeps each backend's last statement: with the default reset,
-            # that would be asyncpg's RESET ALL script, not the request's own query.
-            observer = await asyncpg.connect(clean_database)
-            try:
-                last = await observer.fetchval(
-                    "SELECT query FROM pg_stat_activity WHERE pid = $1", backend
-                )
-            finally:
-                await observer.close()
-            assert conn.get_server_pid() == backend
-            assert last == "SELECT 1"
-    finally:
-        await pool.close()
+    async with pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+        backend = conn.get_server_pid()
+    async with pool.acquire() as conn:
+        # pg_stat_activity keeps each backend's last statement: with the default reset,
+        # that would be asyncpg's RESET ALL script, not the request's own query.
+        observer = await asyncpg.connect(clean_database)
+        try:
+            last = await observer.fetchval(
+                "SELECT query FROM pg_stat_activity WHERE pid = $1", backend
+            )
+        finally:
+            await observer.close()
+        assert conn.get_server_pid() == backend
+        assert last == "SELECT 1"
