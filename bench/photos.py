@@ -1,4 +1,4 @@
-"""The bench's upload photos: ~2 MB, 12-megapixel JPEGs rendered from the corpus's phone HEICs."""
+"""The bench's upload photos: ~2 MB, 12-megapixel JPEGs made from the HEICs in tests/images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pillow_heif
 import pyvips
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "images"
+CORPUS = Path(__file__).resolve().parent.parent / "tests" / "images"
 PHONE_HEICS = ("Example1.heic", "heic-orientation-6.heic", "oneplus-heic.heic")
 TARGET_BYTES = 2_000_000
 

@@ -34,7 +34,7 @@ from app.settings import Settings
 from app.storage import ensure_bucket
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "images"
+CORPUS = ROOT / "tests" / "images"  # real images, with their provenance in its README
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 60
 

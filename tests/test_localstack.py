@@ -20,7 +20,7 @@ import pytest
 
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.s3 import EmbeddedS3
-from tests.conftest import ROOT, free_port, wait_until_ready
+from tests.conftest import CORPUS, ROOT, free_port, wait_until_ready
 
 START_TIMEOUT = 90
 
@@ -116,7 +116,7 @@ async def usernames(dsn: str) -> list[str]:
 
 def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: Path) -> None:
     stack = Stack(tmp_path / "local")
-    photo = (ROOT.parent / "shared" / "corpus" / "images" / "sample.jpg").read_bytes()
+    photo = (CORPUS / "sample.jpg").read_bytes()
     later = b"written a moment before Ctrl-C"
 
     with stack.running() as runner:
