@@ -1,21 +1,29 @@
-# Every target installs what it needs into .venv first, so a fresh clone
-# needs nothing but Python 3.11+.
+# Every target installs what it needs into .venv first, from the lock file (uv.lock), so a
+# fresh clone needs nothing but Python 3.11-3.13 and gets exactly what CI tested.
+# Another interpreter: `make test PYTHON=/path/to/python3.13` (the venv is made again for it).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+UV     := $(VENV)/bin/uv
+UV_VERSION     := 0.13.9
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+STAMP  := $(VENV)/.installed-python$(PYTHON_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help run stack restart-rolling serve migrate test fuzz bench lint fmt clean
+.PHONY: help run stack restart-rolling serve migrate test fuzz bench lint fmt lock upgrade clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml uv.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Monogram needs Python 3.11 or newer: $(PYTHON) is " + sys.version.split()[0])'
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "$(PYTHON_VERSION)" ]; then \
+		echo "$(VENV) holds another Python: making it again with $(PYTHON) ($(PYTHON_VERSION))"; rm -rf $(VENV); fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $@
+	@echo "installing the locked dependencies into $(VENV) (Python $(PYTHON_VERSION))"
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --inexact --extra dev
+	@rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)  ## start PostgreSQL, S3 and the service on http://127.0.0.1:8080 (Ctrl-C stops all)
 	$(PY) -m app local
@@ -56,6 +64,12 @@ lint: $(STAMP)  ## ruff and mypy
 fmt: $(STAMP)  ## rewrite the code in the house style
 	$(PY) -m ruff check --fix app tests bench
 	$(PY) -m ruff format app tests bench
+
+lock: $(STAMP)  ## re-resolve uv.lock after editing pyproject.toml (keeps the other pins)
+	$(UV) lock
+
+upgrade: $(STAMP)  ## move every dependency to its newest allowed release in uv.lock
+	$(UV) lock --upgrade
 
 clean:  ## remove the virtualenv and caches (keeps .local/, your data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from app.cpus import usable_cpus
 from app.errors import AppError, ServiceUnavailable
 from app.keys import IMAGES, METRICS, SETTINGS
 from app.metadata import (
@@ -230,7 +231,7 @@ class ImagePool:
     """A bounded queue in front of worker processes, rebuilt once if a worker dies."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self.workers = settings.thumbnail_workers or os.cpu_count() or 1
+        self.workers = settings.thumbnail_workers or usable_cpus()
         self._metrics = metrics
         self._max_pixels = settings.max_image_pixels
         self._slots = asyncio.Semaphore(settings.thumbnail_queue)

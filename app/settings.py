@@ -200,7 +200,9 @@ class Settings:
         "UPLOAD_RATE_GRACE", "seconds before UPLOAD_MIN_RATE is enforced", default=5.0
     )
     thumbnail_workers: int = _env(
-        "THUMBNAIL_WORKERS", "image worker processes; 0: one per CPU", default=0
+        "THUMBNAIL_WORKERS",
+        "image worker processes; 0: one per usable CPU (a container's CPU limit counts)",
+        default=0,
     )
     thumbnail_warm_start: bool = _env(
         "THUMBNAIL_WARM_START",
@@ -287,7 +289,7 @@ class Settings:
                 "UPLOAD_MEMORY_BUDGET must hold at least one MAX_UPLOAD_BYTES upload"
             )
         if self.thumbnail_workers < 0:
-            raise SettingsError("THUMBNAIL_WORKERS must be 0 (one per CPU) or more")
+            raise SettingsError("THUMBNAIL_WORKERS must be 0 (one per usable CPU) or more")
         if self.password_hash_memory_kib < 1024:
             raise SettingsError("PASSWORD_HASH_MEMORY_KIB must be at least 1024")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

