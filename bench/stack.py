@@ -23,7 +23,7 @@ import psutil
 from app.auth import Tokens
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.runner import answers_ready
-from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, EmbeddedS3
+from app.localstack.s3 import REGION, EmbeddedS3
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,8 +112,8 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Backends]:
                 pids["s3"] = s3.pid
             s3_env = {
                 "S3_ENDPOINT_URL": s3.endpoint_url,
-                "S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
-                "S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+                "S3_ACCESS_KEY_ID": s3.access_key_id,
+                "S3_SECRET_ACCESS_KEY": s3.secret_access_key,
             }
         settings = Settings.from_env(
             {

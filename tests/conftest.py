@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestClient
 from app.auth import Tokens
 from app.localstack.postgres import EmbeddedPostgres
 from app.localstack.runner import answers_ready
-from app.localstack.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, EmbeddedS3
+from app.localstack.s3 import REGION, EmbeddedS3
 from app.main import create_app
 from app.migrations import migrate
 from app.settings import Settings
@@ -144,8 +144,8 @@ def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str)
             "S3_ENDPOINT_URL": s3_server.endpoint_url,
             "S3_BUCKET": bucket,
             "S3_REGION": REGION,
-            "S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "S3_ACCESS_KEY_ID": s3_server.access_key_id,
+            "S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
             "JWT_SECRET": TEST_JWT_SECRET,
             # Cheap hashes keep the suite fast; tests about hashing cost use the defaults.
             "PASSWORD_HASH_TIME_COST": "1",

@@ -25,7 +25,8 @@ from app.localstack.postgres import (
     EmbeddedPostgres,
     reachable_bin_dir,
 )
-from app.localstack.s3 import EmbeddedS3
+from app.localstack.runner import S3_KEY_FILE, local_secret
+from app.localstack.s3 import s3_client
 from tests.conftest import CORPUS, ROOT, free_port, wait_until_ready
 
 START_TIMEOUT = 90
@@ -126,8 +127,13 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: 
     later = b"written a moment before Ctrl-C"
 
     with stack.running() as runner:
+        started = psutil.Process(runner.pid).children(recursive=True)
+        assert any("moto.server" in " ".join(p.cmdline()) for p in started)
         asyncio.run(insert_user(stack.postgres.dsn, "before_restart"))
-        s3 = EmbeddedS3(stack.s3_port).client()  # a client of the running one
+        # A client of the running one, with the secret the runner keeps for its owner.
+        s3 = s3_client(
+            f"http://127.0.0.1:{stack.s3_port}", local_secret(stack.local_dir, S3_KEY_FILE)
+        )
         s3.put_object(
             Bucket="monogram", Key="media/1/photo.jpg", Body=photo, ContentType="image/jpeg"
         )
@@ -142,7 +148,8 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: 
     for port in (stack.port, stack.pg_port, stack.s3_port):
         assert not listening(port), f"port {port} still open after Ctrl-C"
     assert processes_mentioning(str(stack.local_dir)) == []
-    assert processes_mentioning(f"-p {stack.s3_port}") == []
+    assert processes_mentioning(f"--port {stack.s3_port}") == []
+    assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     assert not (stack.local_dir / "postgres" / "postmaster.pid").exists()
 
     with stack.running():

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app.keys import STORAGE
-from app.localstack.s3 import BucketMirror, EmbeddedS3
+from app.localstack.s3 import MIRROR_MARKER, BucketMirror, EmbeddedS3
 from app.settings import Settings
 from app.storage import ensure_bucket
 from tests.conftest import free_port
@@ -82,6 +82,6 @@ def test_the_mirror_restores_every_object_and_forgets_deleted_ones(tmp_path: Pat
             assert stored["Body"].read() == body
             assert stored["ContentType"] == "image/jpeg"
         listed = client.list_objects_v2(Bucket="mirrored")["Contents"]
-        assert sorted(item["Key"] for item in listed) == sorted(keys)
+        assert sorted(item["Key"] for item in listed) == sorted([*keys, MIRROR_MARKER])
     finally:
         second.stop()

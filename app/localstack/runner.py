@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY, BucketMirror, EmbeddedS3
+from app.localstack.s3 import BucketMirror, EmbeddedS3
 from app.migrations import migrate
 from app.settings import Settings
 from app.storage import ensure_bucket
@@ -79,7 +79,7 @@ def start_backends(settings: Settings, stack: ExitStack) -> Settings:
     Their stops are pushed on `stack`; the settings returned point at them.
     """
     local_dir = settings.local_dir.resolve()
-    local_dir.mkdir(parents=True, exist_ok=True)
+    local_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings.database_url:
         postgres = EmbeddedPostgres(local_dir / "postgres", settings.local_pg_port)
         stack.callback(postgres.stop)
@@ -95,13 +95,13 @@ def start_backends(settings: Settings, stack: ExitStack) -> Settings:
 
 
 def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings:
-    s3 = EmbeddedS3(settings.local_s3_port)
+    s3 = EmbeddedS3(settings.local_s3_port, local_secret(local_dir, S3_KEY_FILE))
     stack.callback(s3.stop)
     s3.start()
     settings = settings.with_overrides(
         s3_endpoint_url=s3.endpoint_url,
-        s3_access_key_id=ACCESS_KEY_ID,
-        s3_secret_access_key=SECRET_ACCESS_KEY,
+        s3_access_key_id=s3.access_key_id,
+        s3_secret_access_key=s3.secret_access_key,
     )
     asyncio.run(ensure_bucket(settings))
     mirror = BucketMirror(s3.client(), settings.s3_bucket, local_dir / "s3" / settings.s3_bucket)
@@ -114,17 +114,29 @@ def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings
     return settings
 
 
+S3_KEY_FILE = "s3-secret"
+JWT_KEY_FILE = "jwt-secret"
+
+
+def local_secret(local_dir: Path, name: str) -> str:
+    """The secret in `local_dir/name`, made on first use: the file is 0600 from its creation."""
+    path = local_dir / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as file:
+        file.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
 def _local_jwt_secret(local_dir: Path) -> str:
-    path = local_dir / "jwt-secret"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
     log.warning(
         "JWT_SECRET is not set: signing tokens with the generated secret in %s "
         "(fine on this machine; set JWT_SECRET anywhere else)",
-        path,
+        local_dir / JWT_KEY_FILE,
     )
-    return path.read_text().strip()
+    return local_secret(local_dir, JWT_KEY_FILE)
 
 
 def wait_until_ready(url: str, service: subprocess.Popen[bytes], stopping: threading.Event) -> bool:
