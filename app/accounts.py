@@ -10,7 +10,7 @@ from app import users
 from app.auth import public
 from app.errors import Invalid, NotFound
 from app.http import json_response
-from app.keys import USER_ID
+from app.keys import CLIENT_ADDRESS, THROTTLES, USER_ID
 from app.validation import json_object, page_limit, path_id, text_field
 
 USERNAME = re.compile(r"[a-z0-9_.]{3,30}")
@@ -38,6 +38,7 @@ async def sign_up(request: web.Request) -> web.Response:
     username = _username(text_field(body, "username", max_length=64))
     password = _password(body)
     display_name = text_field(body, "display_name", max_length=64, required=False)
+    request.app[THROTTLES].signup(request[CLIENT_ADDRESS])
     user = await users.create_user(
         request.app, username, password, (display_name or "").strip() or username
     )
@@ -49,7 +50,10 @@ async def token(request: web.Request) -> web.Response:
     body = await json_object(request, LOGIN_FIELDS)
     username = (text_field(body, "username", max_length=64) or "").lower()
     password = text_field(body, "password", max_length=128, allow_control=True) or ""
-    return json_response(await users.issue_token(request.app, username, password))
+    request.app[THROTTLES].login(request[CLIENT_ADDRESS], username)
+    response = json_response(await users.issue_token(request.app, username, password))
+    response.headers["Cache-Control"] = "no-store"  # a bearer token: no cache may keep it
+    return response
 
 
 async def get_user(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from app.lifecycle import Lifecycle
     from app.metrics import Metrics
     from app.passwords import Passwords
-    from app.ratelimit import RateLimiter
+    from app.ratelimit import AccountThrottles, RateLimiter
     from app.storage import Storage
     from app.uploads import ByteBudget
 
@@ -28,6 +28,7 @@ PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
 CURSORS: web.AppKey[Cursors] = web.AppKey("cursors")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+THROTTLES: web.AppKey[AccountThrottles] = web.AppKey("throttles")
 IMAGES: web.AppKey[ImagePool] = web.AppKey("images")
 UPLOAD_BUDGET: web.AppKey[ByteBudget] = web.AppKey("upload_budget")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
@@ -38,5 +39,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 REQUEST_STARTED = web.RequestKey("request_started", float)
 # The request's total deadline; see app/deadlines.py.
 DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+# The client's address: the peer, or what a trusted proxy forwarded (app/clients.py).
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # The authenticated caller; absent on public routes.
 USER_ID = web.RequestKey("user_id", int)

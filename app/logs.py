@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
-from app.keys import REQUEST_ID, REQUEST_STARTED
+from app.keys import CLIENT_ADDRESS, REQUEST_ID, REQUEST_STARTED
 
 # A ContextVar rather than an app key: log records are made deep inside
 # libraries that never see the request, yet must name it.
@@ -124,6 +124,8 @@ class JsonAccessLogger(AbstractAccessLogger):
                 "bytes_in": request.content_length or 0,
                 "bytes_out": response.body_length,
                 "remote": request.remote,
+                # Behind a trusted balancer, the address it forwarded; else the peer again.
+                "client": request.get(CLIENT_ADDRESS, request.remote),
             },
         )
 

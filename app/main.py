@@ -12,6 +12,7 @@ from aiohttp import web
 from app import accounts, feed, health, media, posts
 from app import web as web_client
 from app.auth import Tokens, auth_middleware
+from app.clients import client_address_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
 from app.deadlines import deadline_middleware
@@ -22,6 +23,7 @@ from app.keys import (
     METRICS,
     RATE_LIMITER,
     SETTINGS,
+    THROTTLES,
     TOKENS,
     UPLOAD_BUDGET,
 )
@@ -34,7 +36,7 @@ from app.lifecycle import (
 from app.metrics import Metrics, metrics_ctx, metrics_middleware, serve_metrics
 from app.middlewares import error_middleware, request_id_middleware
 from app.passwords import passwords_ctx
-from app.ratelimit import RateLimiter, rate_limit_middleware
+from app.ratelimit import AccountThrottles, RateLimiter, rate_limit_middleware
 from app.settings import Settings, SettingsError, redact_url
 from app.storage import storage_ctx
 from app.uploads import ByteBudget
@@ -55,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             in_flight_middleware,
             request_id_middleware,
+            client_address_middleware(settings.trusted_proxies),
             metrics_middleware,
             error_middleware,
             deadline_middleware,
@@ -72,6 +75,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TOKENS] = Tokens(settings)
     app[CURSORS] = Cursors(settings.jwt_secret)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app[THROTTLES] = AccountThrottles(settings)
     app[UPLOAD_BUDGET] = ByteBudget(settings.upload_memory_budget)
     # Opened in this order, closed in reverse; a resource is closed only if it opened.
     app.cleanup_ctx.append(database_ctx)

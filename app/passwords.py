@@ -1,8 +1,9 @@
-"""argon2id password hashing on a small thread pool, never on the event loop.
+"""argon2id password hashing on small thread pools, never on the event loop.
 
 argon2-cffi releases the GIL while it hashes, so threads give real
-parallelism. The pool is bounded, and so is the number of requests that may
-wait for it: past that, sign-ups and logins get 503 instead of piling up.
+parallelism. Logins and sign-ups each have a pool of their own, so a flood of
+one cannot starve the other. Each pool is bounded, and so is the number of
+requests that may wait for it: past that, they get 503 instead of piling up.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 import argon2
 from aiohttp import web
@@ -31,29 +32,46 @@ class HasherBusy(ServiceUnavailable):
     code = "overloaded"
 
 
+Lane = Literal["login", "signup"]
+
+
+class _Lane:
+    """A thread pool and the slots of the requests hashing on it or waiting to."""
+
+    def __init__(self, executor: ThreadPoolExecutor, slots: int) -> None:
+        self.executor = executor
+        self.slots = asyncio.Semaphore(slots)
+
+
 class Passwords:
-    def __init__(self, settings: Settings, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, settings: Settings, login: ThreadPoolExecutor, signup: ThreadPoolExecutor
+    ) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=settings.password_hash_time_cost,
             memory_cost=settings.password_hash_memory_kib,
             parallelism=2,
             type=argon2.Type.ID,
         )
-        self._executor = executor
-        # Hashing and waiting to hash, together; one more is shed at once.
-        self._slots = asyncio.Semaphore(settings.password_hash_queue)
+        # Hashing and waiting to hash, together, per lane; one more is shed at once.
+        self._lanes = {
+            "login": _Lane(login, settings.password_hash_queue),
+            "signup": _Lane(signup, settings.password_hash_queue),
+        }
         # Checked when the user does not exist, so that a miss costs what a wrong password costs.
         self._decoy_hash = ""
 
     async def start(self) -> None:
-        self._decoy_hash = await self.hash("decoy password, never anyone's")
+        self._decoy_hash = await self.hash("decoy password, never anyone's", "signup")
 
-    async def hash(self, password: str) -> str:
-        return await self._run(self._hasher.hash, password)
+    async def hash(self, password: str, lane: Lane) -> str:
+        return await self._run(lane, self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """True if the password matches; a missing hash costs the same and is False."""
-        matched = await self._run(self._verify, password_hash or self._decoy_hash, password)
+        matched = await self._run(
+            "login", self._verify, password_hash or self._decoy_hash, password
+        )
         return matched and password_hash is not None
 
     def needs_rehash(self, password_hash: str) -> bool:
@@ -68,18 +86,24 @@ class Passwords:
             log.error("a stored password hash is not an argon2 hash")
             return False
 
-    async def _run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._slots.locked():
-            raise HasherBusy("too many sign-ups and logins at once, try again shortly")
-        async with self._slots:
+    async def _run(self, lane: Lane, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        chosen = self._lanes[lane]
+        if chosen.slots.locked():
+            what = "logins" if lane == "login" else "sign-ups"
+            raise HasherBusy(f"too many {what} at once, try again shortly")
+        async with chosen.slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, partial(work, *args, **kwargs))
+            return await loop.run_in_executor(chosen.executor, partial(work, *args, **kwargs))
 
 
 async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    with ThreadPoolExecutor(settings.password_hash_workers, thread_name_prefix="argon2") as pool:
-        passwords = Passwords(settings, pool)
+    workers = settings.password_hash_workers
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="argon2-login") as login,
+        ThreadPoolExecutor(workers, thread_name_prefix="argon2-signup") as signup,
+    ):
+        passwords = Passwords(settings, login, signup)
         await passwords.start()
         app[PASSWORDS] = passwords
         yield

@@ -1,4 +1,4 @@
-"""Per-user token buckets, kept in this process's memory.
+"""Token buckets kept in this process's memory: per user, and per client and username for logins.
 
 N service processes each keep their own buckets, so a user can make N times
 the configured rate in all; a shared limit would need shared state (e.g. a
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from app.errors import RateLimited
 from app.keys import RATE_LIMITER, USER_ID
+from app.settings import Settings
 
 # Buckets kept at most; idle (full) ones are dropped first when it is reached.
 MAX_BUCKETS = 100_000
@@ -28,9 +29,9 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
         self._clock = clock
-        self._buckets: dict[int, tuple[float, float]] = {}  # key -> (tokens, when)
+        self._buckets: dict[Hashable, tuple[float, float]] = {}  # key -> (tokens, when)
 
-    def take(self, key: int) -> float:
+    def take(self, key: Hashable) -> float:
         """Spend one token: 0.0 if allowed, else the seconds until one is available."""
         now = self._clock()
         tokens, then = self._buckets.get(key, (float(self.burst), now))
@@ -52,6 +53,35 @@ class RateLimiter:
             by_age = sorted(self._buckets, key=lambda key: self._buckets[key][1])
             for key in by_age[: len(by_age) // 2]:
                 del self._buckets[key]
+
+
+class AccountThrottles:
+    """Limits on logins and sign-ups, checked before any password is hashed.
+
+    Per client address, so that one client cannot try passwords fast or fill the hashing pool;
+    per username, so that many addresses together cannot try one account's password fast.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        def per_minute(limit: int) -> RateLimiter:
+            return RateLimiter(limit / 60.0, limit, clock)
+
+        self._login_by_address = per_minute(settings.login_limit_per_address)
+        self._login_by_username = per_minute(settings.login_limit_per_username)
+        self._signup_by_address = per_minute(settings.signup_limit_per_address)
+
+    def login(self, address: str, username: str) -> None:
+        _spend(self._login_by_address, address, "too many logins from your address")
+        _spend(self._login_by_username, username, f"too many logins as {username}")
+
+    def signup(self, address: str) -> None:
+        _spend(self._signup_by_address, address, "too many sign-ups from your address")
+
+
+def _spend(limiter: RateLimiter, key: Hashable, message: str) -> None:
+    wait = limiter.take(key)
+    if wait > 0:
+        raise RateLimited(f"{message}, try again later", retry_after=max(1, math.ceil(wait)))
 
 
 @web.middleware

@@ -8,6 +8,7 @@ a test keeps the two in step.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """`127.0.0.1, 10.0.0.0/8` as networks; raises ValueError on anything else."""
+    return tuple(ipaddress.ip_network(part.strip()) for part in text.split(",") if part.strip())
 
 
 def _env(name: str, doc: str, **kwargs: Any) -> Any:
@@ -158,6 +167,25 @@ class Settings:
     rate_limit_burst: int = _env(
         "RATE_LIMIT_BURST", "requests a user may make at once after being idle", default=1000
     )
+    login_limit_per_address: int = _env(
+        "LOGIN_LIMIT_PER_ADDRESS",
+        "login attempts per minute from one client address, checked before any hashing",
+        default=30,
+    )
+    login_limit_per_username: int = _env(
+        "LOGIN_LIMIT_PER_USERNAME",
+        "login attempts per minute for one username, from anywhere",
+        default=10,
+    )
+    signup_limit_per_address: int = _env(
+        "SIGNUP_LIMIT_PER_ADDRESS", "sign-ups per minute from one client address", default=10
+    )
+    trusted_proxies: str = _env(
+        "TRUSTED_PROXIES",
+        "comma-separated addresses or networks of the balancers whose X-Forwarded-For names the "
+        "client (`make stack` sets 127.0.0.1); empty: the peer is the client",
+        default="",
+    )
     password_hash_time_cost: int = _env(
         "PASSWORD_HASH_TIME_COST", "argon2id passes over memory", default=3
     )
@@ -165,11 +193,13 @@ class Settings:
         "PASSWORD_HASH_MEMORY_KIB", "argon2id memory per hash, in KiB", default=65536
     )
     password_hash_workers: int = _env(
-        "PASSWORD_HASH_WORKERS", "threads hashing passwords at once", default=2
+        "PASSWORD_HASH_WORKERS",
+        "threads hashing passwords at once for logins, and as many for sign-ups",
+        default=2,
     )
     password_hash_queue: int = _env(
         "PASSWORD_HASH_QUEUE",
-        "sign-ups and logins that may wait for a hashing thread; more get 503",
+        "logins (and, apart, sign-ups) that may wait for a hashing thread; more get 503",
         default=64,
     )
 
@@ -270,9 +300,18 @@ class Settings:
             "password_hash_time_cost",
             "password_hash_workers",
             "password_hash_queue",
+            "login_limit_per_address",
+            "login_limit_per_username",
+            "signup_limit_per_address",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be positive")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError:
+            raise SettingsError(
+                f"TRUSTED_PROXIES must be addresses or networks, not {self.trusted_proxies!r}"
+            ) from None
         for name in (
             "max_upload_bytes",
             "max_image_pixels",

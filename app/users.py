@@ -19,7 +19,7 @@ Direction = Literal["followers", "following"]
 async def create_user(
     app: web.Application, username: str, password: str, display_name: str
 ) -> dict[str, Any]:
-    password_hash = await app[PASSWORDS].hash(password)
+    password_hash = await app[PASSWORDS].hash(password, "signup")
     async with db.connection(app) as conn:
         row = await db.queries.create_user(
             conn, username=username, display_name=display_name, password_hash=password_hash
@@ -38,7 +38,7 @@ async def issue_token(app: web.Application, username: str, password: str) -> dic
         raise Unauthorized("wrong username or password")
     assert row is not None
     if passwords.needs_rehash(row["password_hash"]):
-        new_hash = await passwords.hash(password)
+        new_hash = await passwords.hash(password, "login")
         async with db.connection(app) as conn:
             await db.queries.update_password_hash(
                 conn, user_id=row["user_id"], password_hash=new_hash

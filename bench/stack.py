@@ -124,6 +124,10 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Backends]:
                 "LOG_LEVEL": "WARNING",
                 "RATE_LIMIT_PER_SECOND": "100000",
                 "RATE_LIMIT_BURST": "100000",
+                # The load generator signs up and logs in every simulated user from one address.
+                "LOGIN_LIMIT_PER_ADDRESS": "1000000",
+                "LOGIN_LIMIT_PER_USERNAME": "1000000",
+                "SIGNUP_LIMIT_PER_ADDRESS": "1000000",
                 **s3_env,
             }
         )

@@ -147,6 +147,10 @@ def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str)
             "S3_ACCESS_KEY_ID": s3_server.access_key_id,
             "S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
             "JWT_SECRET": TEST_JWT_SECRET,
+            # Tests sign up and log in many users from one address; tests of the limits lower them.
+            "LOGIN_LIMIT_PER_ADDRESS": "100000",
+            "LOGIN_LIMIT_PER_USERNAME": "100000",
+            "SIGNUP_LIMIT_PER_ADDRESS": "100000",
             # Cheap hashes keep the suite fast; tests about hashing cost use the defaults.
             "PASSWORD_HASH_TIME_COST": "1",
             "PASSWORD_HASH_MEMORY_KIB": "1024",

@@ -160,6 +160,8 @@ def run_stack(settings: Settings, processes: int) -> int:
         settings = settings.with_overrides(
             service_processes=processes,
             shutdown_drain=settings.shutdown_drain or DRAIN_SECONDS,
+            # Caddy, on this machine, says who the client is in X-Forwarded-For.
+            trusted_proxies=settings.trusted_proxies or "127.0.0.1",
             prometheus_multiproc_dir=(
                 settings.prometheus_multiproc_dir or _empty_dir(local_dir / "stack-metrics")
             ),
