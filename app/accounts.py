@@ -11,7 +11,14 @@ from app.auth import public
 from app.errors import Invalid, NotFound
 from app.http import json_response
 from app.keys import CLIENT_ADDRESS, THROTTLES, USER_ID
-from app.validation import json_object, page_limit, path_id, text_field
+from app.validation import (
+    ANY_CONTROL_BUT_NUL,
+    json_object,
+    page_limit,
+    path_id,
+    text_field,
+    visible_name,
+)
 
 USERNAME = re.compile(r"[a-z0-9_.]{3,30}")
 SIGN_UP_FIELDS = frozenset({"username", "password", "display_name"})
@@ -27,7 +34,9 @@ def _username(value: str | None) -> str:
 
 
 def _password(body: dict[str, object]) -> str:
-    password = text_field(body, "password", min_length=8, max_length=128, allow_control=True)
+    password = text_field(
+        body, "password", min_length=8, max_length=128, controls=ANY_CONTROL_BUT_NUL
+    )
     assert password is not None
     return password
 
@@ -38,10 +47,9 @@ async def sign_up(request: web.Request) -> web.Response:
     username = _username(text_field(body, "username", max_length=64))
     password = _password(body)
     display_name = text_field(body, "display_name", max_length=64, required=False)
+    display_name = visible_name((display_name or "").strip(), "display_name") or username
     request.app[THROTTLES].signup(request[CLIENT_ADDRESS])
-    user = await users.create_user(
-        request.app, username, password, (display_name or "").strip() or username
-    )
+    user = await users.create_user(request.app, username, password, display_name)
     return json_response(user, status=201)
 
 
@@ -49,7 +57,7 @@ async def sign_up(request: web.Request) -> web.Response:
 async def token(request: web.Request) -> web.Response:
     body = await json_object(request, LOGIN_FIELDS)
     username = (text_field(body, "username", max_length=64) or "").lower()
-    password = text_field(body, "password", max_length=128, allow_control=True) or ""
+    password = text_field(body, "password", max_length=128, controls=ANY_CONTROL_BUT_NUL) or ""
     request.app[THROTTLES].login(request[CLIENT_ADDRESS], username)
     response = json_response(await users.issue_token(request.app, username, password))
     response.headers["Cache-Control"] = "no-store"  # a bearer token: no cache may keep it

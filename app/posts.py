@@ -11,7 +11,7 @@ from app import db
 from app.errors import AppError, Conflict, Invalid, NotFound
 from app.http import json_response
 from app.keys import STORAGE, USER_ID
-from app.validation import json_object, path_id, text_field
+from app.validation import NEWLINES, json_object, path_id, text_field
 
 MAX_CAPTION = 2200
 CREATE_FIELDS = frozenset({"media_id", "caption"})
@@ -47,9 +47,7 @@ async def create_post(request: web.Request) -> web.Response:
     media_id = body.get("media_id")
     if not isinstance(media_id, int) or isinstance(media_id, bool) or not 0 < media_id < 2**63:
         raise Invalid("media_id must be the id of an upload")
-    caption = text_field(
-        body, "caption", max_length=MAX_CAPTION, required=False, allow_control=True
-    )
+    caption = text_field(body, "caption", max_length=MAX_CAPTION, required=False, controls=NEWLINES)
     user_id = request[USER_ID]
     storage = request.app[STORAGE]
     async with db.connection(request.app) as conn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +12,13 @@ from aiohttp import web
 from app.errors import BadRequest, Invalid, NotFound, UnsupportedMediaType
 
 MAX_ID = 2**63 - 1
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (Unicode Cc: C0, DEL and C1) a text field may carry. NUL never: PostgreSQL
+# text cannot hold it.
+NO_CONTROLS = ""
+NEWLINES = "\t\n\r"
+ANY_CONTROL_BUT_NUL = "".join(chr(c) for c in (*range(1, 0x20), *range(0x7F, 0xA0)))
+# Zero-width joiners that scripts and emoji sequences need, between two visible characters.
+_JOINERS = {"\u200c", "\u200d"}
 
 
 async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
@@ -43,7 +49,7 @@ def text_field(
     min_length: int = 0,
     max_length: int,
     required: bool = True,
-    allow_control: bool = False,
+    controls: str = NO_CONTROLS,
 ) -> str | None:
     value = body.get(name)
     if value is None:
@@ -54,9 +60,39 @@ def text_field(
         raise Invalid(f"{name} must be a string")
     if not min_length <= len(value) <= max_length:
         raise Invalid(f"{name} must be {min_length} to {max_length} characters")
-    if not allow_control and _CONTROL.search(value):
+    if "\x00" in value:
+        raise Invalid(f"{name} must not contain NUL characters")
+    if any(unicodedata.category(c) == "Cc" and c not in controls for c in value):
         raise Invalid(f"{name} must not contain control characters")
     return value
+
+
+def visible_name(value: str, name: str) -> str:
+    """A name shown to others: no invisible format characters that could disguise it.
+
+    Refused: bidi overrides and isolates, zero-width spaces, soft hyphens and other format
+    characters (Unicode Cf), and line or paragraph separators. A zero-width joiner or non-joiner
+    stays where a script or an emoji needs it: between two visible characters.
+    """
+    for at, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category in {"Zl", "Zp"}:
+            raise Invalid(f"{name} must be one line")
+        if category != "Cf":
+            continue
+        between_visible = (
+            char in _JOINERS
+            and 0 < at < len(value) - 1
+            and not _invisible(value[at - 1])
+            and not _invisible(value[at + 1])
+        )
+        if not between_visible:
+            raise Invalid(f"{name} must not contain invisible or direction-changing characters")
+    return value
+
+
+def _invisible(char: str) -> bool:
+    return unicodedata.category(char) in {"Cf", "Cc", "Zs", "Zl", "Zp"}
 
 
 def is_ascii_digits(text: str) -> bool:

@@ -17,8 +17,9 @@ import pytest
 from app.keys import IMAGES
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import CORPUS, AiohttpClient, sign_up
+from tests.conftest import CORPUS, PASSWORD, AiohttpClient, sign_up
 from tests.test_faults import audit, rebuilds
+from tests.test_posts import upload_photo
 
 SOURCES = sorted(
     path
@@ -77,3 +78,71 @@ async def test_damaged_images_get_201_or_4xx_and_never_kill_a_worker(
     assert await rebuilds(client) == 0
     print(f"fuzz: {cases} cases, seed {seed}, answers {dict(sorted(outcomes.items()))}")
     await audit(settings, created)
+
+
+# Characters that break storage (NUL), hide or reorder text (bidi controls, zero-width and other
+# format characters, separators), or look like nothing (C0, C1), among ordinary letters.
+HOSTILE = [
+    "\x00", "\x07", "\x1b", "\x7f", "\x85", "\x9f", "\t", "\n", "\r",
+    "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
+    "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u2028", "\u2029",
+]  # fmt: skip
+ORDINARY = [*"abcxyz019_. ", "é", "ß", "李", "ש", "ع", "👩", "💻", "🌍"]
+TEXT_FIELDS = [
+    ("sign-up", "username"),
+    ("sign-up", "password"),
+    ("sign-up", "display_name"),
+    ("login", "username"),
+    ("login", "password"),
+    ("post", "caption"),
+]
+
+
+def hostile_text(rng: random.Random) -> str:
+    chars = [
+        rng.choice(HOSTILE if rng.random() < 0.3 else ORDINARY) for _ in range(rng.randint(1, 24))
+    ]
+    return "".join(chars)
+
+
+async def test_every_text_field_answers_hostile_characters_with_4xx_or_keeps_them_exactly(
+    aiohttp_client: AiohttpClient, settings: Settings, request: pytest.FixtureRequest
+) -> None:
+    cases = request.config.getoption("--fuzz-cases")
+    seed = request.config.getoption("--fuzz-seed")
+    rng = random.Random(seed)
+    client = await aiohttp_client(create_app(settings))
+    author = await sign_up(client, "author")
+    outcomes: dict[tuple[str, str, int], int] = {}
+    media_id: int | None = None
+
+    for index in range(cases):
+        action, field = rng.choice(TEXT_FIELDS)
+        value = hostile_text(rng)
+        case = f"case {index} (seed {seed}): {action} {field}={value!r}"
+        if action == "sign-up":
+            body = {"username": f"fz{index}", "password": "fuzzing password", field: value}
+            response = await client.post("/v1/users", json=body)
+        elif action == "login":
+            body = {"username": "author", "password": PASSWORD, field: value}
+            response = await client.post("/v1/auth/token", json=body)
+        else:
+            if media_id is None:
+                media_id = (await upload_photo(client, author))["media_id"]
+            body = {"media_id": media_id, "caption": value}
+            response = await client.post("/v1/posts", json=body, headers=author.auth)
+        answer = await response.json()
+        assert response.status < 500, (case, answer)
+        outcomes[(action, field, response.status)] = (
+            outcomes.get((action, field, response.status), 0) + 1
+        )
+        if response.status == 201 and action == "sign-up" and field == "display_name":
+            assert answer["display_name"] == (value.strip() or f"fz{index}"), case
+        if response.status == 201 and action == "post":
+            media_id = None
+            stored = await client.get(f"/v1/posts/{answer['id']}", headers=author.auth)
+            assert (await stored.json())["caption"] == value, case
+            assert "\x00" not in value, case
+
+    print(f"text fuzz: {cases} cases, seed {seed}, answers {dict(sorted(outcomes.items()))}")
+    assert any(status == 422 for (_, _, status) in outcomes), "no hostile value was refused"

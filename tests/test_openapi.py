@@ -72,6 +72,10 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(
                 "response_schema_conformance,negative_data_rejection",
                 "--phases",
                 "examples,coverage,fuzzing,stateful",
+                # NUL in every string it makes; bidi and zero-width characters come from the
+                # text fields' examples in the document.
+                "--generation-allow-x00",
+                "true",
                 "--max-time",
                 str(seconds),
                 "--seed",
@@ -111,3 +115,14 @@ def _one(pattern: str, text: str) -> str:
     found = re.search(pattern, text)
     assert found, text
     return found.group(1)
+
+
+def test_every_text_field_a_client_sends_has_a_hostile_example_for_schemathesis() -> None:
+    """NUL comes from --generation-allow-x00; bidi and zero-width characters from these."""
+    hostile = {"\u202e", "\u200b", "\u200c"}
+    schemas = SPEC["components"]["schemas"]
+    for name in ("SignUp", "Credentials", "NewPost"):
+        for field, schema in schemas[name]["properties"].items():
+            if "string" in schema["type"]:
+                examples = schema.get("examples", [])
+                assert any(hostile & set(e) for e in examples), (name, field)
