@@ -64,6 +64,11 @@ async def token(request: web.Request) -> web.Response:
     return response
 
 
+async def revoke_tokens(request: web.Request) -> web.Response:
+    await users.revoke_tokens(request.app, request[USER_ID])
+    return web.Response(status=204)
+
+
 async def get_user(request: web.Request) -> web.Response:
     return json_response(await users.profile(request.app, _path_username(request)))
 
@@ -107,6 +112,7 @@ def _path_username(request: web.Request) -> str:
 routes = [
     web.post("/v1/users", sign_up),
     web.post("/v1/auth/token", token),
+    web.delete("/v1/auth/tokens", revoke_tokens),
     web.get("/v1/users/{username}", get_user),
     web.put("/v1/following/{user_id}", follow),
     web.delete("/v1/following/{user_id}", unfollow),

@@ -11,7 +11,7 @@ from aiohttp import web
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.auth import Tokens
+    from app.auth import TokenKeys, Tokens
     from app.cursors import Cursors
     from app.images import ImagePool
     from app.lifecycle import Lifecycle
@@ -26,6 +26,7 @@ DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
+TOKEN_KEYS: web.AppKey[TokenKeys] = web.AppKey("token_keys")
 CURSORS: web.AppKey[Cursors] = web.AppKey("cursors")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 THROTTLES: web.AppKey[AccountThrottles] = web.AppKey("throttles")

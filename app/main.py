@@ -11,7 +11,7 @@ from aiohttp import web
 
 from app import accounts, feed, health, media, posts
 from app import web as web_client
-from app.auth import Tokens, auth_middleware
+from app.auth import TokenKeys, Tokens, auth_middleware
 from app.clients import client_address_middleware
 from app.cursors import Cursors
 from app.db import database_ctx
@@ -24,6 +24,7 @@ from app.keys import (
     RATE_LIMITER,
     SETTINGS,
     THROTTLES,
+    TOKEN_KEYS,
     TOKENS,
     UPLOAD_BUDGET,
 )
@@ -73,6 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app.on_response_prepare.append(close_connection_while_draining)
     app[TOKENS] = Tokens(settings)
+    app[TOKEN_KEYS] = TokenKeys(settings.auth_cache_seconds)
     app[CURSORS] = Cursors(settings.jwt_secret)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[THROTTLES] = AccountThrottles(settings)

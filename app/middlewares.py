@@ -7,11 +7,12 @@ import re
 import time
 import uuid
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from app.db import UNAVAILABLE_ERRORS
-from app.errors import AppError, DatabaseUnavailable
+from app.errors import AppError, Conflict, DatabaseUnavailable
 from app.http import error_response
 from app.keys import REQUEST_ID, REQUEST_STARTED
 from app.logs import current_request_id
@@ -67,6 +68,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _from_http_exception(exc)
     except AppError as exc:
         return app_error_response(exc)
+    except asyncpg.ForeignKeyViolationError:
+        # A row this request refers to went away meanwhile: the caller's own account within
+        # AUTH_CACHE_SECONDS of its deletion, or a post deleted while it was being liked.
+        return app_error_response(Conflict("something this request refers to no longer exists"))
     except UNAVAILABLE_ERRORS as exc:
         log.warning("database unavailable: %s", type(exc).__name__)
         return app_error_response(

@@ -157,6 +157,12 @@ class Settings:
     jwt_leeway: float = _env(
         "JWT_LEEWAY", "seconds of clock skew tolerated on exp and iat", default=10.0
     )
+    auth_cache_seconds: float = _env(
+        "AUTH_CACHE_SECONDS",
+        "seconds a process trusts an account's token key before reading it again: how long "
+        "another process may still accept a revoked token or a deleted account's (0: never)",
+        default=2.0,
+    )
     jwt_issuer: str = _env("JWT_ISSUER", "iss claim set and required", default="monogram")
     jwt_audience: str = _env("JWT_AUDIENCE", "aud claim set and required", default="monogram-api")
     rate_limit_per_second: float = _env(
@@ -289,6 +295,8 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be a positive number of seconds")
+        if self.auth_cache_seconds < 0:
+            raise SettingsError("AUTH_CACHE_SECONDS must be 0 or more")
         if self.shutdown_drain < 0:
             raise SettingsError("SHUTDOWN_DRAIN must be 0 or more seconds")
         if self.jwt_secret is not None and len(self.jwt_secret) < 32:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from app import db
 from app.errors import Conflict, Invalid, NotFound, Unauthorized
-from app.keys import CURSORS, PASSWORDS, TOKENS
+from app.keys import CURSORS, PASSWORDS, TOKEN_KEYS, TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,17 @@ async def issue_token(app: web.Application, username: str, password: str) -> dic
             )
     tokens = app[TOKENS]
     return {
-        "access_token": tokens.issue(row["user_id"]),
+        "access_token": tokens.issue(row["user_id"], row["token_key"]),
         "token_type": "Bearer",
         "expires_in": tokens.ttl,
     }
+
+
+async def revoke_tokens(app: web.Application, user_id: int) -> None:
+    """Every token of the account stops working, the caller's included."""
+    async with db.connection(app) as conn:
+        await db.queries.revoke_tokens(conn, user_id=user_id)
+    app[TOKEN_KEYS].forget(user_id)
 
 
 async def profile(app: web.Application, username: str) -> dict[str, Any]:

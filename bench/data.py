@@ -9,11 +9,13 @@ feed grid, following exactly F active or F quiet authors.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import random
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -51,6 +53,7 @@ class Graph:
     viewers: dict[str, int]  # "F200-active" -> user id
     readers: list[int]  # ordinary users, for the traffic mix
     celebrity_followers: list[int]
+    token_keys: dict[int, uuid.UUID] = field(default_factory=dict)  # what their tokens name
 
     def viewer(self, followed: int, kind: str) -> int:
         return self.viewers[f"F{followed}-{kind}"]
@@ -105,6 +108,8 @@ async def load(dsn: str, size: Size, seed: int = 1) -> tuple[Graph, dict[str, An
             "follows", records=follows, columns=["follower_id", "followee_id"]
         )
         await conn.execute("VACUUM ANALYZE")
+        keys = await conn.fetch("SELECT user_id, token_key FROM users")
+        graph = dataclasses.replace(graph, token_keys={r["user_id"]: r["token_key"] for r in keys})
     finally:
         await conn.close()
     took = time.perf_counter() - started

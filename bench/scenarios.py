@@ -59,7 +59,8 @@ class Context:
 
     def auth(self, user_id: int) -> dict[str, str]:
         if user_id not in self._tokens:
-            self._tokens[user_id] = Tokens(self.settings).issue(user_id)
+            key = self.graph.token_keys[user_id]
+            self._tokens[user_id] = Tokens(self.settings).issue(user_id, key)
         return {"Authorization": f"Bearer {self._tokens[user_id]}"}
 
 

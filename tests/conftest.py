@@ -227,13 +227,15 @@ async def make_users(tokens: Tokens, dsn: str, count: int, prefix: str = "user")
         rows = await conn.fetch(
             "INSERT INTO users (username, password_hash) "
             "SELECT $1 || i, 'not-a-hash' FROM generate_series(1, $2::int) i "
-            "RETURNING user_id, username",
+            "RETURNING user_id, username, token_key",
             prefix,
             count,
         )
     finally:
         await conn.close()
-    return [User(r["user_id"], r["username"], tokens.issue(r["user_id"])) for r in rows]
+    return [
+        User(r["user_id"], r["username"], tokens.issue(r["user_id"], r["token_key"])) for r in rows
+    ]
 
 
 def wait_until_ready(

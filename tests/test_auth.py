@@ -6,6 +6,7 @@ import asyncio
 import base64
 import statistics
 import time
+import uuid
 from typing import Any
 
 import jwt
@@ -21,7 +22,14 @@ from tests.test_http import assert_error_shape
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base = {"sub": "1", "iat": now, "exp": now + 600, "iss": "monogram", "aud": "monogram-api"}
+    base = {
+        "sub": "1",
+        "key": str(uuid.uuid4()),
+        "iat": now,
+        "exp": now + 600,
+        "iss": "monogram",
+        "aud": "monogram-api",
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -57,6 +65,9 @@ FORGED = {
     "no sub": jwt.encode(claims(sub=None), TEST_JWT_SECRET, algorithm="HS256"),
     "no iss": jwt.encode(claims(iss=None), TEST_JWT_SECRET, algorithm="HS256"),
     "no aud": jwt.encode(claims(aud=None), TEST_JWT_SECRET, algorithm="HS256"),
+    "no key": jwt.encode(claims(key=None), TEST_JWT_SECRET, algorithm="HS256"),
+    "key not a key": jwt.encode(claims(key="admin"), TEST_JWT_SECRET, algorithm="HS256"),
+    "a key that is not the account's": jwt.encode(claims(), TEST_JWT_SECRET, algorithm="HS256"),
     "sub not a user id": jwt.encode(claims(sub="admin"), TEST_JWT_SECRET, algorithm="HS256"),
     "HS512 with our key": jwt.encode(claims(), TEST_JWT_SECRET, algorithm="HS512"),
     "malformed": "not.a.token",
@@ -95,7 +106,9 @@ async def test_missing_or_non_bearer_credentials_are_401(
 
 async def test_a_token_within_the_leeway_still_works(client: Client) -> None:
     me = await sign_up(client, "someone")
-    token = jwt.encode(claims(sub=str(me.id), exp=int(time.time()) - 3), TEST_JWT_SECRET, "HS256")
+    key = jwt.decode(me.token, options={"verify_signature": False})["key"]
+    late = claims(sub=str(me.id), key=key, exp=int(time.time()) - 3)
+    token = jwt.encode(late, TEST_JWT_SECRET, "HS256")
     assert (await get_me(client, {"Authorization": f"Bearer {token}"})).status == 200
 
 

@@ -6,7 +6,15 @@ ON CONFLICT (username) DO NOTHING
 RETURNING user_id AS id, username, display_name, created_at;
 
 -- name: credentials(username)^
-SELECT user_id, password_hash FROM users WHERE username = :username;
+SELECT user_id, password_hash, token_key FROM users WHERE username = :username;
+
+-- name: token-key(user_id)$
+-- The key an account's tokens must name; nothing when the account is gone.
+SELECT token_key FROM users WHERE user_id = :user_id;
+
+-- name: revoke-tokens(user_id)$
+-- Every token issued before this names the old key and stops working.
+UPDATE users SET token_key = gen_random_uuid() WHERE user_id = :user_id RETURNING token_key;
 
 -- name: update-password-hash(user_id, password_hash)!
 UPDATE users SET password_hash = :password_hash WHERE user_id = :user_id;
