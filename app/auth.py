@@ -121,6 +121,10 @@ class TokenKeys:
         if known[0] != bearer.token_key:
             raise InvalidToken("the access token was revoked; log in again")
 
+    def remember(self, user_id: int, token_key: uuid.UUID) -> None:
+        """Called at login, which has just read the key: the first request needs no read."""
+        self._remember(user_id, (token_key, self._clock()))
+
     def forget(self, user_id: int) -> None:
         """Called where a key changes or an account goes: this process believes it at once."""
         self._known.pop(user_id, None)

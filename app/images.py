@@ -114,6 +114,8 @@ def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
                 original = clean_jpeg(data, orientation) if media_type == JPEG else clean_png(data)
             except MalformedImage as exc:
                 raise ImageRejected(str(exc)) from None
+            if media_type != JPEG and orientation != 1:
+                original = _upright_png(data)
             original_type = media_type
         thumbnail = make_thumbnail(original)
     except (pyvips.Error, UnicodeDecodeError):  # pyvips fails to decode some libvips errors
@@ -157,6 +159,19 @@ def _check_header(data: bytes, media_type: str, max_pixels: int) -> tuple[int, i
     if orientation in (5, 6, 7, 8):  # a quarter turn: the displayed image is the other way round
         return header.height, header.width, orientation
     return header.width, header.height, orientation
+
+
+def _upright_png(data: bytes) -> bytes:
+    """The PNG's pixels turned as its eXIf orientation says, with no metadata but the profile.
+
+    Browsers disagree on whether a PNG's eXIf orientation counts, so it is applied: the stored
+    original then looks the same everywhere, and its thumbnail follows.
+    """
+    import pyvips
+
+    image = pyvips.Image.pngload_buffer(data).autorot()
+    upright: bytes = image.pngsave_buffer(keep="icc")
+    return upright
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:

@@ -1,13 +1,17 @@
-"""Remove privacy-leaking metadata from JPEG and PNG files without touching their pixels.
+"""Remove metadata from JPEG and PNG files without touching their pixels: an allow-list.
 
-JPEG: every APPn segment is dropped except JFIF (APP0), the ICC profile
-(APP2 "ICC_PROFILE") and Adobe's colour transform (APP14); EXIF is replaced by
-a minimal one holding only the orientation, so browsers still show the photo
-upright; comments and anything after the end-of-image marker are dropped (a
+Only what rendering needs is kept; everything else goes, whatever it is called, so a new or
+private kind of metadata never slips through.
+
+JPEG: of the APPn segments only the ICC profile (APP2 "ICC_PROFILE") and Adobe's colour
+transform (APP14) stay. JFIF and JFXX (APP0) go too: they can carry a thumbnail from before an
+edit. EXIF is replaced by a minimal one holding only the orientation, so browsers still show
+the photo upright; comments and anything after the end-of-image marker are dropped (a
 polyglot's tail, an Ultra HDR gain map). Scan data is copied byte for byte.
 
-PNG: text chunks (tEXt, zTXt, iTXt), eXIf and tIME are dropped, everything
-after IEND too; iCCP and all pixel chunks are kept.
+PNG: only the critical chunks and the ones that decide colours and transparency stay (iCCP,
+sRGB, gAMA, cHRM, cICP, sBIT, tRNS); text, eXIf, tIME, pHYs, animation and private chunks go,
+and so does everything after IEND. An orientation is applied to the pixels by the caller.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ class MalformedImage(ValueError):
 
 # --- JPEG ---------------------------------------------------------------------------
 
-_SOI, _EOI, _SOS, _APP0, _APP1, _APP2, _APP14, _COM = 0xD8, 0xD9, 0xDA, 0xE0, 0xE1, 0xE2, 0xEE, 0xFE
+_EOI, _SOS, _APP2, _APP14, _COM = 0xD9, 0xDA, 0xE2, 0xEE, 0xFE
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
 
 
@@ -31,16 +35,11 @@ MAX_METADATA_BYTES = 256 * 1024
 
 
 def clean_jpeg(data: bytes, orientation: int = 1) -> bytes:
-    segments: list[bytes] = []
-    exif = _orientation_exif(orientation)
+    segments = [_orientation_exif(orientation)]  # first, where readers look for it
     for marker, start, end in _jpeg_segments(data):
         if marker in _STANDALONE:
             segments.append(bytes((0xFF, marker)))
-            continue
-        if exif and marker != _APP0:
-            segments.append(exif)  # after JFIF, before anything else
-            exif = b""
-        if _keep_jpeg_segment(marker, data[start + 2 : start + 16]):
+        elif _keep_jpeg_segment(marker, data[start + 2 : start + 16]):
             segments.append(bytes((0xFF, marker)) + data[start:end])
     return b"\xff\xd8" + b"".join(segments) + b"\xff\xd9"
 
@@ -109,8 +108,6 @@ def _end_of_scan(data: bytes, position: int) -> int:
 
 def _keep_jpeg_segment(marker: int, payload: bytes) -> bool:
     """Whether to keep a segment, from its marker and the first bytes of its payload."""
-    if marker == _APP0:
-        return payload.startswith((b"JFIF\x00", b"JFXX\x00"))
     if marker == _APP2:
         return payload.startswith(b"ICC_PROFILE\x00")
     if marker == _APP14:
@@ -137,20 +134,21 @@ def _orientation_exif(orientation: int) -> bytes:
 # --- PNG ----------------------------------------------------------------------------
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_DROPPED = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"})
+_PNG_PIXELS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+_PNG_KEPT = _PNG_PIXELS | {b"iCCP", b"sRGB", b"gAMA", b"cHRM", b"cICP", b"sBIT", b"tRNS"}
 
 
 def clean_png(data: bytes) -> bytes:
     kept = [_PNG_SIGNATURE]
     for chunk_type, start, end in _png_chunks(data):
-        if chunk_type not in _PNG_DROPPED:
+        if chunk_type in _PNG_KEPT:
             kept.append(data[start:end])
     return b"".join(kept)
 
 
 def png_metadata_bytes(data: bytes) -> int:
-    """Bytes of text, EXIF and time chunks, wherever they are."""
-    return sum(end - start for kind, start, end in _png_chunks(data) if kind in _PNG_DROPPED)
+    """Bytes of every chunk that does not hold or decode pixels, wherever they are."""
+    return sum(end - start for kind, start, end in _png_chunks(data) if kind not in _PNG_PIXELS)
 
 
 def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:

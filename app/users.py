@@ -44,6 +44,7 @@ async def issue_token(app: web.Application, username: str, password: str) -> dic
                 conn, user_id=row["user_id"], password_hash=new_hash
             )
     tokens = app[TOKENS]
+    app[TOKEN_KEYS].remember(row["user_id"], row["token_key"])
     return {
         "access_token": tokens.issue(row["user_id"], row["token_key"]),
         "token_type": "Bearer",

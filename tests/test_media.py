@@ -319,7 +319,75 @@ async def test_png_text_chunks_are_removed(client: Client, uploader: User) -> No
     body = await (await upload(client, uploader, tagged, content_type="image/png")).json()
     stored = await fetch(client, body["original_url"])
     assert b"48.85N" not in stored
-    assert stored == png
+    assert png_chunk_types(stored) == [b"IHDR", b"IDAT", b"IEND"]  # pHYs is not rendering
+    assert same_pixels(stored, png)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_chunk_types(png: bytes) -> list[bytes]:
+    types, position = [], 8
+    while position < len(png):
+        length = struct.unpack(">I", png[position : position + 4])[0]
+        types.append(png[position + 4 : position + 8])
+        position += 12 + length
+    return types
+
+
+def same_pixels(a: bytes, b: bytes) -> bool:
+    first, second = pyvips.Image.new_from_buffer(a, ""), pyvips.Image.new_from_buffer(b, "")
+    return (first.width, first.height) == (second.width, second.height) and bool(
+        (first - second).abs().max() == 0
+    )
+
+
+async def test_png_keeps_only_the_chunks_rendering_needs(client: Client, uploader: User) -> None:
+    png = (CORPUS / "indexed.png").read_bytes()
+    private = png_chunk(b"prVt", b"home address, phone number")
+    stamp = png_chunk(b"tIME", struct.pack(">HBBBBB", 2026, 12, 2, 7, 0, 0))
+    tagged = png[:33] + private + stamp + png[33:]
+    body = await (await upload(client, uploader, tagged, content_type="image/png")).json()
+    stored = await fetch(client, body["original_url"])
+    assert b"home address" not in stored
+    assert png_chunk_types(stored) == [b"IHDR", b"sRGB", b"PLTE", b"IDAT", b"IEND"]
+    assert same_pixels(stored, png)
+
+
+async def test_a_png_orientation_is_applied_to_its_pixels(client: Client, uploader: User) -> None:
+    landscape = pyvips.Image.black(80, 60).draw_rect(255, 0, 0, 20, 20, fill=True)
+    png = landscape.pngsave_buffer()
+    # An eXIf chunk (TIFF, big-endian) holding one tag: Orientation = 6 (turn a quarter right).
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    exif = b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + entry + bytes(4)
+    tagged = png[:33] + png_chunk(b"eXIf", exif) + png[33:]
+    assert pyvips.Image.new_from_buffer(tagged, "").get("orientation") == 6
+
+    response = await upload(client, uploader, tagged, content_type="image/png")
+    body = await response.json()
+    assert (body["width"], body["height"]) == (60, 80)
+    stored = pyvips.Image.new_from_buffer(await fetch(client, body["original_url"]), "")
+    assert (stored.width, stored.height) == (60, 80)  # the pixels turned, not a tag
+    assert b"eXIf" not in await fetch(client, body["original_url"])
+    assert same_pixels(
+        await fetch(client, body["original_url"]), landscape.rot90().pngsave_buffer()
+    )
+    thumbnail = pyvips.Image.new_from_buffer(await fetch(client, body["thumbnail_url"]), "")
+    assert thumbnail.height > thumbnail.width
+
+
+async def test_jfif_and_jfxx_segments_and_their_thumbnails_are_removed(
+    client: Client, uploader: User
+) -> None:
+    plain = (CORPUS / "sample.jpg").read_bytes()
+    jfxx = b"JFXX\x00\x10" + b"OLD THUMBNAIL FROM BEFORE THE CROP"
+    tagged = with_segments(plain, b"\xff\xe0" + struct.pack(">H", len(jfxx) + 2) + jfxx)
+    body = await (await upload(client, uploader, tagged)).json()
+    stored = await fetch(client, body["original_url"])
+    for leak in (b"JFXX", b"JFIF", b"OLD THUMBNAIL"):
+        assert leak not in stored
+    assert same_pixels(stored, plain)
 
 
 # --- limits ---------------------------------------------------------------------------
