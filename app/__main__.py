@@ -68,10 +68,17 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "sweep-orphans":
         import datetime as dt
 
+        from app.localstack.runner import running_stack_settings
         from app.sweep import sweep
 
         if not settings.database_url:
-            raise SystemExit("DATABASE_URL is not set")
+            found = running_stack_settings(settings)
+            if found is None:
+                raise SystemExit(
+                    "DATABASE_URL is not set and no `make run` stack is running in "
+                    f"{settings.local_dir}: set DATABASE_URL and S3_ENDPOINT_URL, or start one"
+                )
+            settings = found
         asyncio.run(sweep(settings, dt.timedelta(minutes=args.min_age), args.delete))
     elif args.command == "local":
         from app.localstack.runner import run_local

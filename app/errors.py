@@ -50,6 +50,10 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class UnpostedLimit(Conflict):
+    code = "unposted_limit"
+
+
 class UnsupportedMediaType(AppError):
     status = 415
     code = "unsupported_media_type"

@@ -35,11 +35,12 @@ from app.lifecycle import (
     serve_until_signalled,
 )
 from app.metrics import Metrics, metrics_ctx, metrics_middleware, serve_metrics
-from app.middlewares import error_middleware, request_id_middleware
+from app.middlewares import error_middleware, no_sniffing, request_id_middleware
 from app.passwords import passwords_ctx
 from app.ratelimit import AccountThrottles, RateLimiter, rate_limit_middleware
 from app.settings import Settings, SettingsError, redact_url
 from app.storage import storage_ctx
+from app.sweep import sweeps_ctx
 from app.uploads import ByteBudget
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[LIFECYCLE] = Lifecycle()
     app.on_response_prepare.append(close_connection_while_draining)
+    app.on_response_prepare.append(no_sniffing)
     app[TOKENS] = Tokens(settings)
     app[TOKEN_KEYS] = TokenKeys(settings.auth_cache_seconds)
     app[CURSORS] = Cursors(settings.jwt_secret)
@@ -85,6 +87,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(images_ctx)
+    app.cleanup_ctx.append(sweeps_ctx)
     app.router.add_routes(
         [
             web.get("/healthz", health.healthz, allow_head=True),

@@ -19,9 +19,16 @@ import orjson
 from aiohttp import web
 
 from app import db, deadlines, uploads
-from app.errors import AppError, BadRequest, Conflict, Invalid, UnsupportedMediaType
+from app.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    Invalid,
+    UnpostedLimit,
+    UnsupportedMediaType,
+)
 from app.http import json_response
-from app.keys import DEADLINE, IMAGES, METRICS, STORAGE, USER_ID
+from app.keys import DEADLINE, IMAGES, METRICS, SETTINGS, STORAGE, USER_ID
 from app.middlewares import app_error_response, request_id_for
 from app.sniff import HEIC, JPEG, sniff
 from app.storage import PUBLIC_PREFIX, StoredObject
@@ -51,6 +58,7 @@ RESULTS = {
     "bad_request": "bad_request",
     "invalid": "idempotency_conflict",
     "conflict": "idempotency_conflict",
+    "unposted_limit": "unposted_limit",
 }
 
 
@@ -82,6 +90,15 @@ async def create(
     media_type = sniff(upload.data[:SNIFF_BYTES])
     if media_type is None:
         raise UnsupportedMediaType("only JPEG, PNG and HEIC images are accepted")
+    settings = app[SETTINGS]
+    async with db.connection(app) as conn:
+        unposted = await db.queries.unposted_media_count(conn, user_id=user_id)
+    if unposted >= settings.max_unposted_media:
+        hours = settings.unposted_media_retention / 3600
+        raise UnpostedLimit(
+            f"you have {unposted} uploads no post uses yet, the most allowed: post some first "
+            f"(an upload no post uses is deleted after {hours:g} hours)"
+        )
     if idempotency_key is None:
         return await _store(app, user_id, upload, media_type, None, deadline)
 

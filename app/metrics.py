@@ -15,6 +15,7 @@ any one of them serves the sum. Without it, each process serves its own.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import time
@@ -132,6 +133,18 @@ class Metrics:
         self.uploads = Counter(
             "monogram_uploads", "Upload attempts by result", ["result"], registry=r
         )
+        self.sweep_runs = Counter(
+            "monogram_sweep_runs",
+            "Scheduled sweeps run by this service, by sweep and result (ok, failed)",
+            ["sweep", "result"],
+            registry=r,
+        )
+        self.sweep_deleted = Counter(
+            "monogram_sweep_deleted",
+            "What the scheduled sweeps deleted: orphan objects, unposted media rows",
+            ["sweep"],
+            registry=r,
+        )
         self.pool_connections = Gauge(
             "monogram_db_pool_connections",
             "This process's pool: open connections by state",
@@ -217,7 +230,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 @public
 async def serve_metrics(request: web.Request) -> web.Response:
     token = request.app[SETTINGS].metrics_token
-    if token and request.headers.get("Authorization") != f"Bearer {token}":
+    sent = request.headers.get("Authorization", "").encode()
+    if token and not hmac.compare_digest(sent, f"Bearer {token}".encode()):  # no timing hints
         raise Unauthorized("GET /metrics needs the METRICS_TOKEN as a bearer token")
     body = await asyncio.get_running_loop().run_in_executor(None, request.app[METRICS].exposition)
     response = web.Response(body=body)

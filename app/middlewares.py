@@ -52,6 +52,11 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
+async def no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, errors and aiohttp's own included: its Content-Type is the truth."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 def request_id_for(request: web.Request) -> str:
     """The client's X-Request-ID if it is fit to echo, else a new one."""
     sent = request.headers.get("X-Request-ID", "")

@@ -209,6 +209,22 @@ class Settings:
         default=64,
     )
 
+    max_unposted_media: int = _env(
+        "MAX_UNPOSTED_MEDIA",
+        "uploads one user may hold that no post uses yet; past it uploads get 409",
+        default=50,
+    )
+    unposted_media_retention: float = _env(
+        "UNPOSTED_MEDIA_RETENTION",
+        "seconds an upload may wait for its post before the sweep deletes it and its objects",
+        default=86400.0,
+    )
+    sweep_interval: float = _env(
+        "SWEEP_INTERVAL",
+        "seconds between runs of the orphan and unposted-media sweeps, run by one service "
+        "process at a time (0: never; `python -m app sweep-orphans` still works)",
+        default=600.0,
+    )
     max_upload_bytes: int = _env(
         "MAX_UPLOAD_BYTES", "largest upload body accepted (413 past it)", default=10 * 1024 * 1024
     )
@@ -295,6 +311,10 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be a positive number of seconds")
+        if self.sweep_interval < 0:
+            raise SettingsError("SWEEP_INTERVAL must be 0 (never) or more seconds")
+        if self.unposted_media_retention <= 0 or self.max_unposted_media <= 0:
+            raise SettingsError("UNPOSTED_MEDIA_RETENTION and MAX_UNPOSTED_MEDIA must be positive")
         if self.auth_cache_seconds < 0:
             raise SettingsError("AUTH_CACHE_SECONDS must be 0 or more")
         if self.shutdown_drain < 0:

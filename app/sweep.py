@@ -1,26 +1,44 @@
-"""The orphan sweep: objects in the bucket that no media row refers to.
+"""The sweeps: objects no media row refers to, and media that never made it into a post.
 
 An upload deletes its objects when it fails after storing them; if that
 delete fails too (S3 down at that moment, the process killed), the objects
-stay behind. This finds them. Objects younger than `min_age` are skipped:
-they may belong to an upload still in flight.
+stay behind. The orphan sweep finds them. Objects younger than `min_age` are
+skipped: they may belong to an upload still in flight.
+
+Media no post uses are deleted after UNPOSTED_MEDIA_RETENTION, rows first, then objects.
+
+Both run every SWEEP_INTERVAL inside the service (`run_scheduled`): every process wakes up,
+and the one that claims the job in `scheduled_jobs` runs it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 import orjson
+from aiohttp import web
 
 from app import db
+from app.keys import METRICS, SETTINGS, STORAGE
+from app.metrics import Metrics
 from app.settings import Settings
 from app.storage import PUBLIC_PREFIX, Storage, s3_client
 
 log = logging.getLogger(__name__)
 
 PREFIXES = (PUBLIC_PREFIX, "sources/")
+# An upload stores its objects and its row within its deadline (seconds): an object older than
+# this with no row is an orphan, not an upload in flight.
+SCHEDULED_ORPHAN_MIN_AGE = dt.timedelta(minutes=15)
+UNPOSTED_BATCH = 500
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 
 async def find_orphans(
@@ -40,6 +58,87 @@ async def find_orphans(
     return orphans
 
 
+async def delete_orphans(storage: Storage, orphans: list[str]) -> None:
+    for start in range(0, len(orphans), 1000):  # DeleteObjects takes 1000 at most
+        await storage.delete_all(orphans[start : start + 1000])
+
+
+async def delete_unposted(connect: Connect, storage: Storage, retention: float) -> int:
+    """Deletes media no post uses that are older than `retention` seconds; returns how many."""
+    deleted = 0
+    while True:
+        async with connect() as conn:
+            deleting = db.queries.delete_unposted_media(
+                conn, older_than_seconds=retention, batch=UNPOSTED_BATCH
+            )
+            rows = [row async for row in deleting]
+        keys = [key for row in rows for key in row.values() if key]
+        if keys:
+            await delete_orphans(storage, keys)  # a failure leaves orphans, swept later
+        deleted += len(rows)
+        if len(rows) < UNPOSTED_BATCH:
+            return deleted
+
+
+async def run_due_sweeps(
+    connect: Connect,
+    storage: Storage,
+    settings: Settings,
+    metrics: Metrics,
+    orphan_min_age: dt.timedelta = SCHEDULED_ORPHAN_MIN_AGE,
+) -> None:
+    """Runs each sweep whose turn it is, unless another process has just run it."""
+    for name in ("unposted", "orphans"):
+        async with connect() as conn:
+            claimed = await db.queries.claim_job(
+                conn, name=f"sweep-{name}", every_seconds=settings.sweep_interval * 0.9
+            )
+        if not claimed:
+            continue
+        try:
+            if name == "unposted":
+                count = await delete_unposted(connect, storage, settings.unposted_media_retention)
+            else:
+                async with connect() as conn:
+                    orphans = await find_orphans(conn, storage, orphan_min_age)
+                await delete_orphans(storage, orphans)
+                count = len(orphans)
+        except Exception:
+            metrics.sweep_runs.labels(name, "failed").inc()
+            log.exception(
+                "the %s sweep failed; it runs again in %ss", name, settings.sweep_interval
+            )
+            continue
+        metrics.sweep_runs.labels(name, "ok").inc()
+        metrics.sweep_deleted.labels(name).inc(count)
+        log.info("sweep done", extra={"sweep": name, "deleted": count})
+
+
+async def sweeps_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The scheduled sweeps, as a task of the service's own, for as long as it runs."""
+    settings = app[SETTINGS]
+    if settings.sweep_interval <= 0:
+        yield
+        return
+
+    async def every_interval() -> None:
+        while True:
+            # Spread over the interval, so processes started together do not all wake at once.
+            await asyncio.sleep(settings.sweep_interval * random.uniform(0.5, 1.0))  # noqa: S311
+            try:
+                await run_due_sweeps(
+                    lambda: db.connection(app), app[STORAGE], settings, app[METRICS]
+                )
+            except Exception as error:  # the database or S3 is down: try at the next wake-up
+                log.warning("scheduled sweeps skipped: %s", type(error).__name__)
+
+    task = asyncio.create_task(every_interval(), name="sweeps")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def sweep(settings: Settings, min_age: dt.timedelta, delete: bool) -> list[str]:
     """List (and with `delete`, remove) orphans; one JSON line each on stdout."""
     assert settings.database_url, "DATABASE_URL must be set"
@@ -51,8 +150,7 @@ async def sweep(settings: Settings, min_age: dt.timedelta, delete: bool) -> list
             for key in orphans:
                 print(orjson.dumps({"orphan": key, "deleted": delete}).decode())
             if delete:
-                for start in range(0, len(orphans), 1000):  # DeleteObjects takes 1000 at most
-                    await storage.delete_all(orphans[start : start + 1000])
+                await delete_orphans(storage, orphans)
     finally:
         await conn.close()
     log.info("orphan sweep done", extra={"orphans": len(orphans), "deleted": delete})

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from app.localstack.stack import CADDYFILE
+from app.settings import Settings
+from app.uploads import FRAMING_ALLOWANCE
 from tests.conftest import ROOT
 
 DOCKER = ROOT / "docker"
@@ -55,7 +57,7 @@ def test_compose_runs_the_seeds_topology_with_the_commands_of_make_stack() -> No
     env = balancer["environment"]
     assert isinstance(env, dict)
     assert env["MONOGRAM_UPSTREAMS"].split() == [f"{name}:8080" for name in replicas]
-    assert int(env["BALANCER_MAX_BODY"]) == 10 * 1024 * 1024
+    assert int(env["BALANCER_MAX_BODY"]) == Settings().max_upload_bytes + FRAMING_ALLOWANCE
 
     assert services["postgres"]["command"] == ["postgres", "-c", "max_connections=100"]
     assert services["init"]["command"] == [

@@ -129,3 +129,9 @@ async def test_an_oversized_json_body_is_413_in_the_error_shape(
 async def test_a_database_route_uses_the_pool(client: Client) -> None:
     async with db.connection(client.app) as conn:
         assert await db.queries.ping(conn) == 1
+
+
+async def test_every_response_forbids_content_sniffing(client: Client) -> None:
+    for path in ("/healthz", "/v1/feed", "/v1/no-such-route", "/openapi.json", "/"):
+        response = await client.get(path)
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -21,7 +22,9 @@ import pytest
 
 from app.localstack.postgres import (
     BIN_DIR,
+    ROOT_DATA_HOME,
     ROOT_INSTALL_CACHE,
+    SERVICE_USER,
     EmbeddedPostgres,
     reachable_bin_dir,
 )
@@ -46,9 +49,9 @@ class Stack:
     def postgres(self) -> EmbeddedPostgres:
         return EmbeddedPostgres(self.local_dir / "postgres", self.pg_port)
 
-    @contextmanager
-    def running(self) -> Iterator[subprocess.Popen[bytes]]:
-        env = {
+    @property
+    def env(self) -> dict[str, str]:
+        return {
             **os.environ,
             "LOCAL_DIR": str(self.local_dir),
             "PORT": str(self.port),
@@ -57,6 +60,10 @@ class Stack:
             "LOCAL_S3_SYNC_INTERVAL": "0.5",
             **self.extra_env,
         }
+
+    @contextmanager
+    def running(self) -> Iterator[subprocess.Popen[bytes]]:
+        env = self.env
         for name in ("DATABASE_URL", "S3_ENDPOINT_URL"):
             if name not in self.extra_env:
                 env.pop(name, None)
@@ -141,6 +148,20 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: 
         s3.put_object(
             Bucket="monogram", Key="media/1/late.txt", Body=later, ContentType="text/plain"
         )
+        # The sweep finds this stack by itself: no DATABASE_URL, no S3 settings typed in.
+        sweep = subprocess.run(
+            [sys.executable, "-m", "app", "sweep-orphans", "--min-age", "0"],
+            cwd=ROOT,
+            env={
+                k: v for k, v in stack.env.items() if k not in ("DATABASE_URL", "S3_ENDPOINT_URL")
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert sweep.returncode == 0, sweep.stderr
+        assert '"orphan":"media/1/photo.jpg"' in sweep.stdout
 
     assert runner.returncode == 0, stack.log_tail()
     # A clean stop: no traceback from any process the stack started (image workers included).
@@ -217,3 +238,36 @@ def test_root_runs_postgresql_from_a_private_checkout_through_a_reachable_copy(
             server.stop()
     finally:
         shutil.rmtree(ROOT_INSTALL_CACHE / reachable.relative_to(ROOT_INSTALL_CACHE).parts[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_root_keeps_postgresql_data_in_the_service_users_folder_and_opens_no_parent(
+    tmp_path: Path,
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    modes_before = {p: p.stat().st_mode for p in [private, *private.parents]}
+    asked = private / "local" / "postgres"
+
+    server = EmbeddedPostgres(asked, free_port())
+    server.start()
+    try:
+        assert server.is_running()
+        password_file = private / "local" / "postgres.password"
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        assert password_file.stat().st_uid == 0  # the service user never needed it
+    finally:
+        server.stop()
+
+    assert {p: p.stat().st_mode for p in [private, *private.parents]} == modes_before
+    assert asked.is_symlink()
+    folder = asked.resolve()
+    assert folder.parent == ROOT_DATA_HOME
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert pwd.getpwuid(folder.stat().st_uid).pw_name == SERVICE_USER
+    assert EmbeddedPostgres(asked, free_port()).data_dir == folder  # found again by its link
+
+    # Deleting the local folder forgets the data, as for anyone else; the next start sweeps it.
+    shutil.rmtree(private / "local")
+    EmbeddedPostgres(tmp_path / "other" / "postgres", free_port())
+    assert not folder.exists()

@@ -184,6 +184,18 @@ async def test_the_balancer_refuses_bodies_past_the_limit_in_the_error_shape(
         assert response.headers["X-Request-ID"] == "trace-me-42"
 
 
+async def test_a_file_of_the_services_largest_size_gets_past_the_balancer(
+    stack: Stack, session: aiohttp.ClientSession
+) -> None:
+    """The multipart framing around a MAX_UPLOAD_BYTES file must not earn it a 413 from Caddy."""
+    (uploader,) = await users(stack, 1, "edge")
+    largest = PHOTO + bytes(stack.settings.max_upload_bytes - len(PHOTO))
+    response = await upload(session, uploader, largest)
+    # Past the balancer, the service reads it whole: the bytes after the JPEG's end are dropped.
+    assert response.status == 201, await response.text()
+    assert (await response.json())["bytes"] == stack.settings.max_upload_bytes
+
+
 @dataclass
 class Outcomes:
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -368,3 +380,21 @@ async def test_three_processes_at_full_load_stay_within_the_servers_connections(
     assert max(shed_seconds) < 1 + 2.0, max(shed_seconds)
     async with session.get("/v1/feed", headers=readers[0].auth) as response:
         assert response.status == 200
+
+
+async def test_a_service_process_that_dies_is_replaced_and_nothing_fails_after(
+    stack: Stack, session: aiohttp.ClientSession
+) -> None:
+    (reader,) = await users(stack, 1, "survivor")
+    victim = stack.pids()["serve-2"]
+    os.kill(victim, signal.SIGKILL)  # no drain, no goodbye: a crash or the OOM killer
+
+    deadline = time.monotonic() + 30
+    while stack.pids()["serve-2"] == victim:
+        assert time.monotonic() < deadline, "the dead process was not replaced"
+        await asyncio.sleep(0.1)
+    assert _alive(stack.pids()["serve-2"])
+    await asyncio.sleep(2.0)  # its first health checks put it back in rotation
+    for _ in range(30):
+        async with session.get("/v1/feed", headers=reader.auth) as response:
+            assert response.status == 200

@@ -39,6 +39,9 @@ SERVICE_USER = "monogram-postgres"
 # Where root keeps a copy of the binaries that the service user can reach, when the checkout
 # itself is in a private folder (a `mktemp -d` clone is 0700).
 ROOT_INSTALL_CACHE = Path("/var/lib/monogram/postgres")
+# Where root keeps each cluster's data, in a folder the service user owns: the data directory
+# asked for (in .local/) becomes a link to it, and no parent of the checkout is opened to anyone.
+ROOT_DATA_HOME = Path("/var/lib/monogram/postgres-data")
 
 
 def reachable_bin_dir(bin_dir: Path = BIN_DIR, cache: Path = ROOT_INSTALL_CACHE) -> Path:
@@ -78,13 +81,14 @@ class EmbeddedPostgres:
     def __init__(
         self, data_dir: Path, port: int, *, durable: bool = True, bin_dir: Path = BIN_DIR
     ) -> None:
-        self.data_dir = data_dir.resolve()
         self.port = port
         # Tests trade crash safety for speed; `make run` keeps it.
         self.durable = durable
-        self._password_file = self.data_dir.parent / f"{self.data_dir.name}.password"
+        asked = data_dir.absolute()
+        self._password_file = asked.parent / f"{asked.name}.password"
         self._as_root = os.geteuid() == 0
         self._bin_dir = reachable_bin_dir(bin_dir) if self._as_root else bin_dir
+        self.data_dir = _service_user_folder(asked) if self._as_root else asked.resolve()
 
     @property
     def dsn(self) -> str:
@@ -156,36 +160,34 @@ class EmbeddedPostgres:
         return status.returncode == 0
 
     def _init(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._password_file.write_text(secrets.token_urlsafe(24))
-        self._password_file.chmod(0o600)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self._password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(24))
+        pwfile = self._password_file
         if self._as_root:
-            self._give_to_service_user()
-        self._run(
-            self._bin_dir / "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            SUPERUSER,
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-            "--auth-local=scram-sha-256",
-            "--auth-host=scram-sha-256",
-            f"--pwfile={self._password_file}",
-        )
-
-    def _give_to_service_user(self) -> None:
+            shutil.chown(self.data_dir, user=SERVICE_USER)
+            # A copy beside the data folder, for initdb alone: the service user cannot reach
+            # the real one (in .local/) and need not.
+            pwfile = self.data_dir.with_name(f"{self.data_dir.name}.pwfile")
+            shutil.copy(self._password_file, pwfile)
+            shutil.chown(pwfile, user=SERVICE_USER)
         try:
-            pwd.getpwnam(SERVICE_USER)
-        except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", SERVICE_USER], check=True)
-        # The service user must be able to walk down to its data directory.
-        for parent in self.data_dir.parents:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                parent.chmod(mode | stat.S_IXOTH)
-        for path in (self.data_dir, self._password_file):
-            shutil.chown(path, user=SERVICE_USER)
+            self._run(
+                self._bin_dir / "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+            )
+        finally:
+            if pwfile != self._password_file:
+                pwfile.unlink(missing_ok=True)
 
     def _identity(self) -> dict[str, Any]:
         """subprocess arguments that drop root: the service user, its group, no others."""
@@ -219,6 +221,62 @@ class EmbeddedPostgres:
             raise RuntimeError(
                 f"{name} failed ({result.returncode}): {result.stderr.strip()}\n{tail}"
             )
+
+
+def _ensure_service_user() -> None:
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", SERVICE_USER], check=True)
+
+
+def _service_user_folder(asked: Path, home: Path = ROOT_DATA_HOME) -> Path:
+    """Where root's cluster for `asked` lives: a folder of the service user's own under `home`.
+
+    `asked` becomes a link to it; the link is how a later start finds it again, so deleting
+    `.local/` starts from nothing, as it does for anyone else. Folders whose link is gone are
+    deleted here, once their server has stopped.
+    """
+    _ensure_service_user()
+    home.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _forget_abandoned(home)
+    if asked.is_symlink() and asked.resolve().parent == home:
+        return asked.resolve()
+    folder = home / secrets.token_hex(8)
+    folder.mkdir(mode=0o700)
+    shutil.chown(folder, user=SERVICE_USER)
+    if (asked / "PG_VERSION").exists():  # data from before clusters moved here: move it too
+        for entry in asked.iterdir():
+            shutil.move(str(entry), folder / entry.name)
+        asked.rmdir()
+        subprocess.run(["chown", "-R", SERVICE_USER, str(folder)], check=True)
+    elif asked.is_symlink():
+        asked.unlink()  # its folder is gone
+    elif asked.exists():
+        asked.rmdir()  # an empty folder made earlier; anything in it is not ours to delete
+    asked.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    asked.symlink_to(folder, target_is_directory=True)
+    (home / f"{folder.name}.origin").write_text(str(asked))
+    return folder
+
+
+def _forget_abandoned(home: Path) -> None:
+    for origin in home.glob("*.origin"):
+        folder = origin.with_suffix("")
+        link = Path(origin.read_text())
+        still_linked = link.is_symlink() and link.resolve() == folder
+        if still_linked or _postmaster_alive(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        origin.unlink(missing_ok=True)
+
+
+def _postmaster_alive(folder: Path) -> bool:
+    try:
+        os.kill(int((folder / "postmaster.pid").read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import BucketMirror, EmbeddedS3
+from app.localstack.s3 import ACCESS_KEY_ID, BucketMirror, EmbeddedS3
 from app.migrations import migrate
 from app.settings import Settings
 from app.storage import ensure_bucket
@@ -128,6 +128,24 @@ def local_secret(local_dir: Path, name: str) -> str:
     with os.fdopen(fd, "w") as file:
         file.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+def running_stack_settings(settings: Settings) -> Settings | None:
+    """Settings pointing at the `make run` stack kept in LOCAL_DIR, if it is running now.
+
+    What lets `python -m app sweep-orphans` find that stack with nothing typed in.
+    """
+    local_dir = settings.local_dir.resolve()
+    s3_secret = local_dir / S3_KEY_FILE
+    postgres = EmbeddedPostgres(local_dir / "postgres", settings.local_pg_port)
+    if not s3_secret.exists() or not postgres.is_running():
+        return None
+    return settings.with_overrides(
+        database_url=postgres.dsn,
+        s3_endpoint_url=f"http://127.0.0.1:{settings.local_s3_port}",
+        s3_access_key_id=ACCESS_KEY_ID,
+        s3_secret_access_key=s3_secret.read_text().strip(),
+    )
 
 
 def _local_jwt_secret(local_dir: Path) -> str:

@@ -37,6 +37,7 @@ from app.localstack.runner import (
     wait_until_ready,
 )
 from app.settings import Settings
+from app.uploads import FRAMING_ALLOWANCE
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,8 @@ def run_stack(settings: Settings, processes: int) -> int:
                 **os.environ,
                 "PORT": str(settings.port),
                 "BALANCER_HOST": settings.host,
-                "BALANCER_MAX_BODY": str(settings.max_upload_bytes),
+                # The largest file the service takes, and the multipart framing around it.
+                "BALANCER_MAX_BODY": str(settings.max_upload_bytes + FRAMING_ALLOWANCE),
                 "MONOGRAM_UPSTREAMS": fleet.upstreams,
                 # Caddy keeps a little state of its own; here, not in the home directory.
                 "XDG_DATA_HOME": str(local_dir / "caddy"),
