@@ -271,3 +271,14 @@ def test_root_keeps_postgresql_data_in_the_service_users_folder_and_opens_no_par
     shutil.rmtree(private / "local")
     EmbeddedPostgres(tmp_path / "other" / "postgres", free_port())
     assert not folder.exists()
+
+
+def test_secrets_are_private_from_the_moment_they_exist(tmp_path: Path) -> None:
+    old_umask = os.umask(0)  # the most careless umask: the file's own mode must be 0600
+    try:
+        secret = local_secret(tmp_path, "jwt-secret")
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
+    assert len(secret) >= 48
+    assert local_secret(tmp_path, "jwt-secret") == secret  # made once, then kept
