@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml uv.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the locked dependencies into $(VENV) (Python $(PYTHON_VERSION))"
 	@$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --inexact --extra dev
+	@# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every process (each image worker,
+	@# each test subprocess) would otherwise compile aiohttp and friends again at start.
+	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --inexact --extra dev --compile-bytecode
 	@rm -f $(VENV)/.installed-* && touch $@
 
 run: $(STAMP)  ## start PostgreSQL, S3 and the service on http://127.0.0.1:8080 (Ctrl-C stops all)

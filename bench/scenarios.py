@@ -53,7 +53,8 @@ class Context:
     photos: list[bytes]
     step_seconds: float
     processes: int
-    backend_pids: dict[str, int] = field(default_factory=dict)  # whose CPU the bench reports
+    # whose CPU the bench reports: each part's processes
+    backend_pids: dict[str, tuple[int, ...]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     _tokens: dict[int, str] = field(default_factory=dict)
 

@@ -105,6 +105,7 @@ def hostile_text(rng: random.Random) -> str:
     return "".join(chars)
 
 
+@pytest.mark.timeout(0)  # bounded by --fuzz-cases
 async def test_every_text_field_answers_hostile_characters_with_4xx_or_keeps_them_exactly(
     aiohttp_client: AiohttpClient, settings: Settings, request: pytest.FixtureRequest
 ) -> None:

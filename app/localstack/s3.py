@@ -108,6 +108,11 @@ class EmbeddedS3:
         """moto's process id, while it runs."""
         return None if self._moto is None else self._moto.pid
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """moto's and the gate's process ids, while they run: the S3 endpoint's CPU."""
+        return tuple(p.pid for p in (self._moto, self._gate) if p is not None)
+
     def stop(self) -> None:
         if self._moto is None and self._gate is None:
             return
