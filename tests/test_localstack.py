@@ -164,6 +164,7 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: 
         assert '"orphan":"media/1/photo.jpg"' in sweep.stdout
 
     assert runner.returncode == 0, stack.log_tail()
+    assert stack.local_dir.stat().st_mode & 0o777 == 0o700
     # A clean stop: no traceback from any process the stack started (image workers included).
     assert "Traceback" not in (stack.local_dir.parent / "runner.log").read_text(errors="replace")
     for port in (stack.port, stack.pg_port, stack.s3_port):

@@ -202,3 +202,12 @@ def test_one_key_too_long_for_a_file_name_is_mirrored_and_stops_nothing(
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in folder.iterdir())
     assert folder.stat().st_mode & 0o777 == 0o700
     assert (tmp_path / "mirror").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_mirror_makes_every_missing_folder_private(
+    owned_bucket: tuple[Any, str], tmp_path: Path
+) -> None:
+    client, bucket = owned_bucket
+    BucketMirror(client, bucket, tmp_path / "local" / "s3" / bucket).restore()
+    for folder in ("local", "local/s3", f"local/s3/{bucket}", f"local/s3/{bucket}/objects"):
+        assert (tmp_path / folder).stat().st_mode & 0o777 == 0o700, folder

@@ -80,6 +80,7 @@ def start_backends(settings: Settings, stack: ExitStack) -> Settings:
     """
     local_dir = settings.local_dir.resolve()
     local_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    local_dir.chmod(0o700)  # secrets and private sources live here, whoever made it first
     if not settings.database_url:
         postgres = EmbeddedPostgres(local_dir / "postgres", settings.local_pg_port)
         stack.callback(postgres.stop)

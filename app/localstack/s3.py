@@ -327,7 +327,9 @@ class BucketMirror:
 
 def _private_dir(path: Path) -> None:
     """Makes `path` and any missing parents 0700 from the start (private sources carry GPS)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)
 
 
