@@ -10,7 +10,7 @@ PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_
 STAMP  := $(VENV)/.installed-python$(PYTHON_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help run stack restart-rolling serve migrate test fuzz bench lint fmt lock upgrade clean
+.PHONY: help run stack restart-rolling serve migrate test test-fast fuzz bench lint fmt lock upgrade clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ migrate: $(STAMP)  ## apply pending migrations in sql/migrations to DATABASE_URL
 
 test: lint  ## lint, then the whole test suite against real PostgreSQL and S3 (moto)
 	$(PY) -m pytest
+
+test-fast: lint  ## the inner loop: the suite without the tests marked slow
+	$(PY) -m pytest -m "not slow"
 
 BENCH_SIZE ?= default
 bench: $(STAMP)  ## every bench scenario on a local stack; writes bench/results/report-*.md

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "sweep-orphans":
         import datetime as dt
 
-        from app.localstack.runner import running_stack_settings
+        from app.devstack.runner import running_stack_settings
         from app.sweep import sweep
 
         if not settings.database_url:
@@ -81,17 +81,17 @@ def main(argv: list[str] | None = None) -> None:
             settings = found
         asyncio.run(sweep(settings, dt.timedelta(minutes=args.min_age), args.delete))
     elif args.command == "local":
-        from app.localstack.runner import run_local
+        from app.devstack.runner import run_local
 
         raise SystemExit(run_local(settings))
     elif args.command == "stack":
-        from app.localstack.stack import run_stack
+        from app.devstack.stack import run_stack
 
         if args.processes < 1:
             raise SystemExit("--processes must be at least 1")
         raise SystemExit(run_stack(settings, args.processes))
     elif args.command == "restart-rolling":
-        from app.localstack.stack import restart_rolling
+        from app.devstack.stack import restart_rolling
 
         raise SystemExit(restart_rolling(settings))
 

@@ -21,8 +21,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from app import db
-from app.errors import InvalidToken, Unauthorized
-from app.keys import TOKEN_KEYS, TOKENS, USER_ID
+from app.errors import InvalidToken, TokenExpired, Unauthorized
+from app.keys import DATABASE, TOKEN_KEYS, TOKENS, USER_ID
 from app.settings import Settings
 from app.validation import is_ascii_digits
 
@@ -35,10 +35,6 @@ MAX_TOKEN_LENGTH = 1024
 
 _PUBLIC = "__monogram_public__"
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class TokenExpired(InvalidToken):
-    code = "token_expired"
 
 
 class Tokens:
@@ -148,7 +144,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     # Unknown routes and wrong methods keep their 404/405; public routes need no token.
     if match_info.http_exception is None and not getattr(match_info.handler, _PUBLIC, False):
         bearer = request.app[TOKENS].verify(_bearer_token(request))
-        await request.app[TOKEN_KEYS].require(bearer, lambda: db.connection(request.app))
+        await request.app[TOKEN_KEYS].require(bearer, request.app[DATABASE].connection)
         request[USER_ID] = bearer.user_id
     return await handler(request)
 

@@ -13,14 +13,10 @@ from typing import Any
 
 import orjson
 
-from app.errors import BadRequest
+from app.errors import InvalidCursor
 
 MAX_CURSOR_LENGTH = 512
 _MAC_BYTES = 16
-
-
-class InvalidCursor(BadRequest):
-    code = "invalid_cursor"
 
 
 class Cursors:

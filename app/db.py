@@ -1,20 +1,26 @@
-"""The asyncpg pool, the named queries in sql/queries, and how an outage looks to callers."""
+"""The asyncpg pool, the named queries in sql/queries, and how an outage looks to callers.
+
+Work code takes a `Database` and asks it for a connection; it never sees the web app, so a
+worker process can open one of its own (`open_database`).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosql
 import asyncpg
-from aiohttp import web
 
-from app.errors import DatabaseBusy, DatabaseTimeout, DatabaseUnavailable
-from app.keys import DB_POOL, METRICS, SETTINGS
+from app.errors import Conflict, DatabaseBusy, DatabaseTimeout, DatabaseUnavailable
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -64,37 +70,56 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    app[DB_POOL] = await open_pool(settings)
-    log.info("database pool ready", extra={"pool_max": settings.db_pool_max})
-    yield
-    await app[DB_POOL].close()
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The pool, and how long a caller may wait for one of its connections."""
+
+    pool: asyncpg.Pool
+    acquire_timeout: float
+    metrics: Metrics | None = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, or DatabaseBusy/DatabaseUnavailable quickly: never a hang.
+
+        A statement that outruns DB_COMMAND_TIMEOUT surfaces as DatabaseTimeout (504).
+        """
+        try:
+            if self.metrics is None:
+                conn = await self.pool.acquire(timeout=self.acquire_timeout)
+            else:
+                async with self.metrics.waiting_for_pool():
+                    conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        except TimeoutError:
+            raise DatabaseBusy("every database connection is busy, try again shortly") from None
+        except UNAVAILABLE_ERRORS as exc:
+            raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
+        try:
+            yield conn
+        except TimeoutError:
+            raise DatabaseTimeout("the database did not answer in time, try again") from None
+        except asyncpg.ForeignKeyViolationError:
+            # A row this work refers to went away meanwhile: the caller's own account within
+            # AUTH_CACHE_SECONDS of its deletion, or a post deleted while it was being liked.
+            raise Conflict("something this request refers to no longer exists") from None
+        except asyncpg.exceptions.InternalClientError as exc:
+            # A server that ends the session between two statements can leave asyncpg
+            # mid-protocol (MagicStack/asyncpg#1069): that connection must not be reused.
+            conn.terminate()
+            log.warning("database connection dropped mid-protocol: %s", exc)
+            raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
+        finally:
+            await self.pool.release(conn)
 
 
 @asynccontextmanager
-async def connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection, or DatabaseBusy/DatabaseUnavailable quickly: never a hang.
-
-    A statement that outruns DB_COMMAND_TIMEOUT surfaces as DatabaseTimeout (504).
-    """
-    pool = app[DB_POOL]
+async def open_database(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Database]:
+    """The service's database for as long as the block runs; the pool is closed after it."""
+    pool = await open_pool(settings)
+    log.info("database pool ready", extra={"pool_max": settings.db_pool_max})
     try:
-        async with app[METRICS].waiting_for_pool():
-            conn = await pool.acquire(timeout=app[SETTINGS].db_acquire_timeout)
-    except TimeoutError:
-        raise DatabaseBusy("every database connection is busy, try again shortly") from None
-    except UNAVAILABLE_ERRORS as exc:
-        raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
-    try:
-        yield conn
-    except TimeoutError:
-        raise DatabaseTimeout("the database did not answer in time, try again") from None
-    except asyncpg.exceptions.InternalClientError as exc:
-        # A server that ends the session between two statements can leave asyncpg
-        # mid-protocol (MagicStack/asyncpg#1069): that connection must not be reused.
-        conn.terminate()
-        log.warning("database connection dropped mid-protocol: %s", exc)
-        raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
+        yield Database(pool, settings.db_acquire_timeout, metrics)
     finally:
-        await pool.release(conn)
+        await pool.close()

@@ -1,4 +1,4 @@
-"""GET /v1/feed: the pull-model feed, computed from follows and posts on every request."""
+"""The pull-model feed, computed from follows and posts on every request (GET /v1/feed)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import time
 from typing import Any
 
 import asyncpg
-from aiohttp import web
 
 from app import db
-from app.cursors import InvalidCursor
-from app.http import json_response
-from app.keys import CURSORS, METRICS, USER_ID
+from app.cursors import Cursors
+from app.db import Database
+from app.errors import InvalidCursor
+from app.metrics import Metrics
 from app.posts import post_body
-from app.validation import MAX_ID, page_limit
+from app.validation import MAX_ID
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MICROSECOND = dt.timedelta(microseconds=1)
@@ -22,26 +22,27 @@ MICROSECOND = dt.timedelta(microseconds=1)
 NEWEST = (dt.datetime.max.replace(tzinfo=dt.UTC), MAX_ID)
 
 
-async def get_feed(request: web.Request) -> web.Response:
-    limit = page_limit(request)
-    before = _position(request, request.query.get("cursor"))
-    return json_response(await feed_page(request.app, request[USER_ID], limit, before))
-
-
 async def feed_page(
-    app: web.Application, user_id: int, limit: int, before: tuple[dt.datetime, int]
+    database: Database,
+    cursors: Cursors,
+    metrics: Metrics,
+    user_id: int,
+    limit: int,
+    cursor: str | None,
 ) -> dict[str, Any]:
-    async with db.connection(app) as conn:
+    """One page of the user's feed, newest first, after the post the cursor names."""
+    before = _position(cursors, cursor)
+    async with database.connection() as conn:
         started = time.perf_counter()
         # One row more than asked tells whether another page exists.
         rows, strategy = await feed_rows(conn, user_id, before, limit + 1)
-        app[METRICS].feed_query_seconds.labels(strategy).observe(time.perf_counter() - started)
+        metrics.feed_query_seconds.labels(strategy).observe(time.perf_counter() - started)
     items = [post_body(row) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
         micros = (last["created_at"] - EPOCH) // MICROSECOND
-        next_cursor = app[CURSORS].encode("feed", micros, last["post_id"])
+        next_cursor = cursors.encode("feed", micros, last["post_id"])
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -66,17 +67,14 @@ async def feed_rows(
     return [r async for r in db.queries.feed_page(conn, **params)], "per-followee"
 
 
-def _position(request: web.Request, cursor: str | None) -> tuple[dt.datetime, int]:
+def _position(cursors: Cursors, cursor: str | None) -> tuple[dt.datetime, int]:
     """(created_at, post_id) of the last post the client saw."""
     if cursor is None:
         return NEWEST
-    micros, post_id = request.app[CURSORS].decode("feed", cursor, arity=2)
+    micros, post_id = cursors.decode("feed", cursor, arity=2)
     if not (isinstance(micros, int) and isinstance(post_id, int) and 0 < post_id <= MAX_ID):
         raise InvalidCursor("the cursor is not one this API handed out")
     try:
         return EPOCH + micros * MICROSECOND, post_id
     except OverflowError:
         raise InvalidCursor("the cursor is not one this API handed out") from None
-
-
-routes = [web.get("/v1/feed", get_feed)]

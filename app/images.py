@@ -17,13 +17,11 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from app.cpus import usable_cpus
-from app.errors import AppError, ServiceUnavailable
-from app.keys import IMAGES, METRICS, SETTINGS
+from app.errors import ImageRejected, ImageTooLarge, ImageWorkerFailed, Overloaded
 from app.metadata import (
     MAX_METADATA_BYTES,
     MalformedImage,
@@ -41,21 +39,6 @@ log = logging.getLogger(__name__)
 THUMBNAIL_SIZE = 150
 THUMBNAIL_QUALITY = 80
 RENDITION_QUALITY = 88
-
-
-class ImageRejected(AppError):
-    """The bytes are of an accepted type but cannot be used (corrupt, truncated, too large)."""
-
-    status = 422
-    code = "undecodable_image"
-
-
-class ImageTooLarge(ImageRejected):
-    code = "image_too_large"
-
-
-class ImagesBusy(ServiceUnavailable):
-    code = "overloaded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +267,7 @@ class ImagePool:
             async with asyncio.timeout(self._queue_wait):
                 await self._slots.acquire()
         except TimeoutError:
-            raise ImagesBusy("the image workers are all busy, try again shortly") from None
+            raise Overloaded("the image workers are all busy, try again shortly") from None
         try:
             executor = self._executor
             loop = asyncio.get_running_loop()
@@ -294,7 +277,7 @@ class ImagePool:
                 )
             except BrokenProcessPool:
                 await self._replace(executor)
-                raise ServiceUnavailable(
+                raise ImageWorkerFailed(
                     "an image worker failed while processing this upload; try again"
                 ) from None
         finally:
@@ -319,11 +302,12 @@ class ImagePool:
             await self.start()
 
 
-async def images_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = ImagePool(app[SETTINGS], app[METRICS])
+@asynccontextmanager
+async def open_image_pool(settings: Settings, metrics: Metrics) -> AsyncIterator[ImagePool]:
+    """Warm image workers for as long as the block runs; stopped, in order, at its end."""
+    pool = ImagePool(settings, metrics)
     try:
         await pool.start()
-        app[IMAGES] = pool
-        yield
+        yield pool
     finally:
         await asyncio.get_running_loop().run_in_executor(None, pool.close)

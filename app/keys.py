@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
-import asyncpg
 from aiohttp import web
 
 from app.settings import Settings
@@ -13,6 +11,7 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.auth import TokenKeys, Tokens
     from app.cursors import Cursors
+    from app.db import Database
     from app.images import ImagePool
     from app.lifecycle import Lifecycle
     from app.metrics import Metrics
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from app.uploads import ByteBudget
 
 SETTINGS = web.AppKey("settings", Settings)
-DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+DATABASE: web.AppKey[Database] = web.AppKey("database")
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
@@ -38,8 +37,6 @@ LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 REQUEST_ID = web.RequestKey("request_id", str)
 # perf_counter() when the request reached the app: uvloop's clock only has milliseconds.
 REQUEST_STARTED = web.RequestKey("request_started", float)
-# The request's total deadline; see app/deadlines.py.
-DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
 # The client's address: the peer, or what a trusted proxy forwarded (app/clients.py).
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # The authenticated caller; absent on public routes.

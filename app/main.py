@@ -9,14 +9,13 @@ import socket
 
 from aiohttp import web
 
-from app import accounts, feed, health, media, posts
-from app import web as web_client
+from app.api.middlewares import no_sniffing, request_id_middleware
+from app.api.responses import error_middleware
+from app.api.routes import routes
 from app.auth import TokenKeys, Tokens, auth_middleware
 from app.clients import client_address_middleware
 from app.cursors import Cursors
-from app.db import database_ctx
 from app.deadlines import deadline_middleware
-from app.images import images_ctx
 from app.keys import (
     CURSORS,
     LIFECYCLE,
@@ -34,13 +33,17 @@ from app.lifecycle import (
     in_flight_middleware,
     serve_until_signalled,
 )
-from app.metrics import Metrics, metrics_ctx, metrics_middleware, serve_metrics
-from app.middlewares import error_middleware, no_sniffing, request_id_middleware
-from app.passwords import passwords_ctx
+from app.metrics import Metrics, metrics_middleware
 from app.ratelimit import AccountThrottles, RateLimiter, rate_limit_middleware
+from app.resources import (
+    database_ctx,
+    images_ctx,
+    metrics_ctx,
+    passwords_ctx,
+    storage_ctx,
+    sweeps_ctx,
+)
 from app.settings import Settings, SettingsError, redact_url
-from app.storage import storage_ctx
-from app.sweep import sweeps_ctx
 from app.uploads import ByteBudget
 
 log = logging.getLogger(__name__)
@@ -81,25 +84,14 @@ def create_app(settings: Settings) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[THROTTLES] = AccountThrottles(settings)
     app[UPLOAD_BUDGET] = ByteBudget(settings.upload_memory_budget)
-    # Opened in this order, closed in reverse; a resource is closed only if it opened.
+    # Opened in this order, closed in reverse (app/resources.py).
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(images_ctx)
     app.cleanup_ctx.append(sweeps_ctx)
-    app.router.add_routes(
-        [
-            web.get("/healthz", health.healthz, allow_head=True),
-            web.get("/readyz", health.readyz, allow_head=True),
-            web.get("/metrics", serve_metrics),
-            *accounts.routes,
-            *media.routes,
-            *posts.routes,
-            *feed.routes,
-            *web_client.routes,
-        ]
-    )
+    app.router.add_routes(routes)
     return app
 
 

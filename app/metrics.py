@@ -15,18 +15,16 @@ any one of them serves the sum. Without it, each process serves its own.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager, suppress
-from typing import TypeVar
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -36,9 +34,10 @@ from prometheus_client import (
 )
 
 from app import db
-from app.auth import public
-from app.errors import Unauthorized
-from app.keys import DB_POOL, METRICS, SETTINGS
+from app.keys import METRICS
+
+if TYPE_CHECKING:
+    from app.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -227,30 +226,17 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-@public
-async def serve_metrics(request: web.Request) -> web.Response:
-    token = request.app[SETTINGS].metrics_token
-    sent = request.headers.get("Authorization", "").encode()
-    if token and not hmac.compare_digest(sent, f"Bearer {token}".encode()):  # no timing hints
-        raise Unauthorized("GET /metrics needs the METRICS_TOKEN as a bearer token")
-    body = await asyncio.get_running_loop().run_in_executor(None, request.app[METRICS].exposition)
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
-
-
-async def sample_database(app: web.Application) -> None:
+async def sample_database(database: Database, metrics: Metrics) -> None:
     """Pool and server connection counts, every few seconds, never per request."""
-    metrics = app[METRICS]
+    pool = database.pool
     while True:
-        pool = app[DB_POOL]
         size, idle = pool.get_size(), pool.get_idle_size()
         metrics.pool_connections.labels("open").set(size)
         metrics.pool_connections.labels("idle").set(idle)
         metrics.pool_connections.labels("in_use").set(size - idle)
         metrics.pool_connections.labels("max").set(pool.get_max_size())
         try:
-            async with db.connection(app) as conn:
+            async with database.connection() as conn:
                 rows = [row async for row in db.queries.server_connections(conn)]
                 max_connections = await db.queries.max_connections(conn)
             for row in rows:
@@ -261,11 +247,7 @@ async def sample_database(app: web.Application) -> None:
         await asyncio.sleep(SERVER_SAMPLE_SECONDS)
 
 
-async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    sampler = asyncio.create_task(sample_database(app), name="metrics-sampler")
-    yield
-    sampler.cancel()
-    with suppress(asyncio.CancelledError):
-        await sampler
-    if app[METRICS].multiprocess_dir is not None:  # this process's gauges stop counting
+def forget_this_process(metrics: Metrics) -> None:
+    """With several processes, this one's gauges stop counting when it stops."""
+    if metrics.multiprocess_dir is not None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

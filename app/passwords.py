@@ -12,24 +12,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Literal, ParamSpec, TypeVar
 
 import argon2
-from aiohttp import web
 
-from app.errors import ServiceUnavailable
-from app.keys import PASSWORDS, SETTINGS
+from app.errors import Overloaded
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class HasherBusy(ServiceUnavailable):
-    code = "overloaded"
 
 
 Lane = Literal["login", "signup"]
@@ -90,14 +85,15 @@ class Passwords:
         chosen = self._lanes[lane]
         if chosen.slots.locked():
             what = "logins" if lane == "login" else "sign-ups"
-            raise HasherBusy(f"too many {what} at once, try again shortly")
+            raise Overloaded(f"too many {what} at once, try again shortly")
         async with chosen.slots:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(chosen.executor, partial(work, *args, **kwargs))
 
 
-async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+@asynccontextmanager
+async def open_passwords(settings: Settings) -> AsyncIterator[Passwords]:
+    """The hashers for as long as the block runs, their decoy hash made before it starts."""
     workers = settings.password_hash_workers
     with (
         ThreadPoolExecutor(workers, thread_name_prefix="argon2-login") as login,
@@ -105,5 +101,4 @@ async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
     ):
         passwords = Passwords(settings, login, signup)
         await passwords.start()
-        app[PASSWORDS] = passwords
-        yield
+        yield passwords

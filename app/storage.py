@@ -13,11 +13,9 @@ from typing import Any, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
-from aiohttp import web
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
 from app.errors import AppError, StorageRefused, StorageTimeout, StorageUnavailable
-from app.keys import METRICS, SETTINGS, STORAGE
 from app.metrics import Metrics
 from app.settings import Settings
 
@@ -171,20 +169,24 @@ async def s3_client(settings: Settings) -> AsyncIterator[Any]:
         yield client
 
 
-async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+@asynccontextmanager
+async def open_storage(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Storage]:
+    """The bucket for as long as the block runs; deletes still running are awaited at its end."""
     async with s3_client(settings) as client:
         storage = Storage(
             client,
             settings.s3_bucket,
             settings.public_base_url,
-            app[METRICS],
+            metrics,
             deadline=settings.s3_deadline,
         )
-        app[STORAGE] = storage
         log.info("s3 client ready", extra={"bucket": settings.s3_bucket})
-        yield
-        await storage.finish_cleanups()
+        try:
+            yield storage
+        finally:
+            await storage.finish_cleanups()
 
 
 async def ensure_bucket(settings: Settings) -> None:

@@ -14,19 +14,17 @@ and the one that claims the job in `scheduled_jobs` runs it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 import orjson
-from aiohttp import web
 
 from app import db
-from app.keys import METRICS, SETTINGS, STORAGE
+from app.db import Database
 from app.metrics import Metrics
 from app.settings import Settings
 from app.storage import PUBLIC_PREFIX, Storage, s3_client
@@ -114,29 +112,17 @@ async def run_due_sweeps(
         log.info("sweep done", extra={"sweep": name, "deleted": count})
 
 
-async def sweeps_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The scheduled sweeps, as a task of the service's own, for as long as it runs."""
-    settings = app[SETTINGS]
-    if settings.sweep_interval <= 0:
-        yield
-        return
-
-    async def every_interval() -> None:
-        while True:
-            # Spread over the interval, so processes started together do not all wake at once.
-            await asyncio.sleep(settings.sweep_interval * random.uniform(0.5, 1.0))  # noqa: S311
-            try:
-                await run_due_sweeps(
-                    lambda: db.connection(app), app[STORAGE], settings, app[METRICS]
-                )
-            except Exception as error:  # the database or S3 is down: try at the next wake-up
-                log.warning("scheduled sweeps skipped: %s", type(error).__name__)
-
-    task = asyncio.create_task(every_interval(), name="sweeps")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def run_scheduled(
+    database: Database, storage: Storage, settings: Settings, metrics: Metrics
+) -> None:
+    """Wakes every SWEEP_INTERVAL and runs the sweeps that are due, until cancelled."""
+    while True:
+        # Spread over the interval, so processes started together do not all wake at once.
+        await asyncio.sleep(settings.sweep_interval * random.uniform(0.5, 1.0))  # noqa: S311
+        try:
+            await run_due_sweeps(database.connection, storage, settings, metrics)
+        except Exception as error:  # the database or S3 is down: try at the next wake-up
+            log.warning("scheduled sweeps skipped: %s", type(error).__name__)
 
 
 async def sweep(settings: Settings, min_age: dt.timedelta, delete: bool) -> list[str]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from aiohttp import web
-
 from app import db
+from app.auth import TokenKeys, Tokens
+from app.cursors import Cursors
+from app.db import Database
 from app.errors import Conflict, Invalid, NotFound, Unauthorized
-from app.keys import CURSORS, PASSWORDS, TOKEN_KEYS, TOKENS
+from app.passwords import Passwords
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +18,10 @@ Direction = Literal["followers", "following"]
 
 
 async def create_user(
-    app: web.Application, username: str, password: str, display_name: str
+    database: Database, passwords: Passwords, username: str, password: str, display_name: str
 ) -> dict[str, Any]:
-    password_hash = await app[PASSWORDS].hash(password, "signup")
-    async with db.connection(app) as conn:
+    password_hash = await passwords.hash(password, "signup")
+    async with database.connection() as conn:
         row = await db.queries.create_user(
             conn, username=username, display_name=display_name, password_hash=password_hash
         )
@@ -29,22 +30,27 @@ async def create_user(
     return dict(row)
 
 
-async def issue_token(app: web.Application, username: str, password: str) -> dict[str, Any]:
-    async with db.connection(app) as conn:
+async def issue_token(
+    database: Database,
+    passwords: Passwords,
+    tokens: Tokens,
+    token_keys: TokenKeys,
+    username: str,
+    password: str,
+) -> dict[str, Any]:
+    async with database.connection() as conn:
         row = await db.queries.credentials(conn, username=username)
-    passwords = app[PASSWORDS]
     # An unknown user is checked against a decoy hash: both failures cost the same time.
     if not await passwords.verify(row["password_hash"] if row else None, password):
         raise Unauthorized("wrong username or password")
     assert row is not None
     if passwords.needs_rehash(row["password_hash"]):
         new_hash = await passwords.hash(password, "login")
-        async with db.connection(app) as conn:
+        async with database.connection() as conn:
             await db.queries.update_password_hash(
                 conn, user_id=row["user_id"], password_hash=new_hash
             )
-    tokens = app[TOKENS]
-    app[TOKEN_KEYS].remember(row["user_id"], row["token_key"])
+    token_keys.remember(row["user_id"], row["token_key"])
     return {
         "access_token": tokens.issue(row["user_id"], row["token_key"]),
         "token_type": "Bearer",
@@ -52,45 +58,49 @@ async def issue_token(app: web.Application, username: str, password: str) -> dic
     }
 
 
-async def revoke_tokens(app: web.Application, user_id: int) -> None:
+async def revoke_tokens(database: Database, token_keys: TokenKeys, user_id: int) -> None:
     """Every token of the account stops working, the caller's included."""
-    async with db.connection(app) as conn:
+    async with database.connection() as conn:
         await db.queries.revoke_tokens(conn, user_id=user_id)
-    app[TOKEN_KEYS].forget(user_id)
+    token_keys.forget(user_id)
 
 
-async def profile(app: web.Application, username: str) -> dict[str, Any]:
-    async with db.connection(app) as conn:
+async def profile(database: Database, username: str) -> dict[str, Any]:
+    async with database.connection() as conn:
         row = await db.queries.profile(conn, username=username)
     if row is None:
         raise NotFound(f"no user named {username}")
     return dict(row)
 
 
-async def follow(app: web.Application, follower_id: int, followee_id: int) -> None:
+async def follow(database: Database, follower_id: int, followee_id: int) -> None:
     if follower_id == followee_id:
         raise Invalid("you cannot follow yourself")
-    async with db.connection(app) as conn:
+    async with database.connection() as conn:
         exists = await db.queries.follow(conn, follower_id=follower_id, followee_id=followee_id)
     if not exists:
         raise NotFound(f"no user with id {followee_id}")
 
 
-async def unfollow(app: web.Application, follower_id: int, followee_id: int) -> None:
-    async with db.connection(app) as conn:
+async def unfollow(database: Database, follower_id: int, followee_id: int) -> None:
+    async with database.connection() as conn:
         exists = await db.queries.unfollow(conn, follower_id=follower_id, followee_id=followee_id)
     if not exists:
         raise NotFound(f"no user with id {followee_id}")
 
 
 async def follow_page(
-    app: web.Application, username: str, direction: Direction, limit: int, cursor: str | None
+    database: Database,
+    cursors: Cursors,
+    username: str,
+    direction: Direction,
+    limit: int,
+    cursor: str | None,
 ) -> dict[str, Any]:
     """One page of a user's followers or followed accounts, in user id order."""
-    cursors = app[CURSORS]
     after_id = cursors.decode(direction, cursor, arity=1)[0] if cursor else 0
     page = db.queries.followers_page if direction == "followers" else db.queries.following_page
-    async with db.connection(app) as conn:
+    async with database.connection() as conn:
         user_id = await db.queries.user_id(conn, username=username)
         if user_id is None:
             raise NotFound(f"no user named {username}")

@@ -21,9 +21,9 @@ from pathlib import Path
 import psutil
 
 from app.auth import Tokens
-from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.runner import answers_ready
-from app.localstack.s3 import REGION, EmbeddedS3
+from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.runner import answers_ready
+from app.devstack.s3 import REGION, EmbeddedS3
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

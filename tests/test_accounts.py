@@ -9,8 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import PASSWORD, Client, User, sign_up
-from tests.test_http import assert_error_shape
+from tests.helpers import PASSWORD, Client, User, assert_error_shape, sign_up
 
 
 async def profile(client: Client, user: User, username: str) -> dict[str, Any]:

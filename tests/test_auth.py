@@ -16,8 +16,14 @@ from aiohttp import web
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import PASSWORD, TEST_JWT_SECRET, AiohttpClient, Client, sign_up
-from tests.test_http import assert_error_shape
+from tests.helpers import (
+    PASSWORD,
+    TEST_JWT_SECRET,
+    AiohttpClient,
+    Client,
+    assert_error_shape,
+    sign_up,
+)
 
 
 def claims(**overrides: Any) -> dict[str, Any]:

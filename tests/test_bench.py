@@ -11,7 +11,9 @@ import orjson
 import pytest
 
 from bench.__main__ import SCENARIOS
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # each test starts processes of its own
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 UV = Path(sys.executable).parent / "uv"  # installed into the venv by make
 

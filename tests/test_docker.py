@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.localstack.stack import CADDYFILE
+from app.devstack.stack import CADDYFILE
 from app.settings import Settings
 from app.uploads import FRAMING_ALLOWANCE
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DOCKER = ROOT / "docker"
 
@@ -124,7 +124,7 @@ def test_the_bucket_set_up_waits_for_a_healthy_s3() -> None:
     reason="caddy absent",
 )
 def test_caddy_accepts_the_balancer_config_with_the_composes_variables() -> None:
-    from app.localstack.stack import caddy_binary
+    from app.devstack.stack import caddy_binary
 
     env = compose()["balancer"]["environment"]
     assert isinstance(env, dict)

@@ -8,9 +8,7 @@ not answered 201 left a row (or, once the orphan sweep has run, an object).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,27 +20,30 @@ import pytest
 from aiohttp import web
 
 from app.auth import Tokens, public
+from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.s3 import EmbeddedS3
 from app.keys import IMAGES, STORAGE, TOKENS
-from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import EmbeddedS3
 from app.main import create_app
 from app.migrations import migrate
 from app.settings import Settings
-from app.storage import ensure_bucket, s3_client
-from app.sweep import sweep
-from tests.conftest import (
+from app.storage import ensure_bucket
+from tests.faultproxy import fault_proxy
+from tests.helpers import (
     CORPUS,
     AiohttpClient,
     Client,
     User,
+    assert_error_shape,
+    audit,
     free_port,
     make_users,
+    rebuilds,
+    refuses_connections,
     service_process,
     settings_for,
+    stored_keys,
+    upload,
 )
-from tests.faultproxy import fault_proxy
-from tests.test_http import assert_error_shape
-from tests.test_media import refuses_connections, upload
 
 PHOTO = (CORPUS / "sample.jpg").read_bytes()
 RETRYABLE = {503, 504}
@@ -77,36 +78,6 @@ class Ledger:
     def slowest(self, status_in: set[int]) -> float:
         spans = [end - start for start, end, _, status in self.answers if status in status_in]
         return max(spans, default=0.0)
-
-
-async def audit(
-    settings: Settings, ledger_created: list[int], *, sweep_orphans: bool = False
-) -> None:
-    """Each 201 has its row and objects; no row without a 201; no object without a row."""
-    if sweep_orphans:  # objects an upload could not delete while S3 was failing
-        await sweep(settings, dt.timedelta(0), delete=True)
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        rows = await conn.fetch("SELECT * FROM media")
-    finally:
-        await conn.close()
-    assert sorted(r["media_id"] for r in rows) == sorted(ledger_created)
-    stored = await stored_keys(settings)
-    referenced = {
-        key for r in rows for key in (r["original_key"], r["thumbnail_key"], r["source_key"]) if key
-    }
-    assert referenced <= stored, "a 201 without its objects"
-    assert stored == referenced, f"objects no row refers to: {sorted(stored - referenced)}"
-
-
-async def stored_keys(settings: Settings) -> set[str]:
-    keys: set[str] = set()
-    async with s3_client(settings) as client:
-        async for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=settings.s3_bucket
-        ):
-            keys.update(item["Key"] for item in page.get("Contents", []))
-    return keys
 
 
 # --- load that keeps going through the fault ------------------------------------------------
@@ -171,6 +142,7 @@ async def wait_until_ready(client: Client, seconds: float = 30.0) -> float:
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_a_postgresql_restart_mid_run_fails_fast_and_then_nothing_fails(
     aiohttp_client: AiohttpClient,
@@ -287,6 +259,7 @@ async def test_cut_postgresql_connections_are_replaced_and_a_refusing_one_is_503
 # --- S3 ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_moto_stopped_and_restarted_fails_uploads_only_and_then_they_succeed(
     aiohttp_client: AiohttpClient, postgres: EmbeddedPostgres, clean_database: str
@@ -339,6 +312,7 @@ async def test_moto_stopped_and_restarted_fails_uploads_only_and_then_they_succe
         s3.stop()
 
 
+@pytest.mark.slow
 async def test_a_slow_silent_or_refusing_s3_fails_uploads_within_the_deadline(
     aiohttp_client: AiohttpClient, settings: Settings, s3_server: EmbeddedS3, clean_database: str
 ) -> None:
@@ -418,16 +392,10 @@ async def test_a_killed_image_worker_is_replaced_once_and_the_next_uploads_succe
     await audit(settings, created)
 
 
-async def rebuilds(client: Client) -> float:
-    text = await (await client.get("/metrics")).text()
-    found = re.search(r"^monogram_image_pool_rebuilds_total (\S+)$", text, re.MULTILINE)
-    assert found, "no rebuild counter in /metrics"
-    return float(found.group(1))
-
-
 # --- SIGTERM, overload, deadlines -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_sigterm_finishes_uploads_in_flight_and_cuts_off_one_that_stalls(
     settings: Settings, clean_database: str
@@ -533,6 +501,7 @@ async def test_an_upload_storm_is_shed_with_503_while_reads_keep_answering(
     await audit(settings, ledger.created)
 
 
+@pytest.mark.slow
 async def test_every_request_is_answered_by_its_deadline_but_a_slow_body_is_not_counted(
     aiohttp_client: AiohttpClient, settings: Settings, clean_database: str
 ) -> None:

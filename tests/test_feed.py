@@ -12,40 +12,21 @@ import asyncpg
 import pytest
 
 from app import db
+from app.devstack.postgres import EmbeddedPostgres
 from app.feed import NEWEST, feed_rows
 from app.keys import CURSORS, TOKENS
-from app.localstack.postgres import EmbeddedPostgres
 from app.migrations import migrate
 from bench.explain import explain, sql_of
-from tests.conftest import Client, User, free_port, make_users, sign_up
-from tests.test_http import assert_error_shape
-from tests.test_posts import publish
-
-
-async def insert_posts(dsn: str, author_id: int, times: list[dt.datetime]) -> list[int]:
-    """Posts with chosen creation times, straight into the tables (media rows included)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        ids = []
-        for created_at in times:
-            media_id = await conn.fetchval(
-                "INSERT INTO media (user_id, original_key, thumbnail_key, content_type, width,"
-                " height, bytes) VALUES ($1, gen_random_uuid()::text, gen_random_uuid()::text,"
-                " 'image/jpeg', 4, 3, 1) RETURNING media_id",
-                author_id,
-            )
-            ids.append(
-                await conn.fetchval(
-                    "INSERT INTO posts (author_id, media_id, image_url, thumbnail_url, created_at)"
-                    " VALUES ($1, $2, 'i', 't', $3) RETURNING post_id",
-                    author_id,
-                    media_id,
-                    created_at,
-                )
-            )
-        return ids
-    finally:
-        await conn.close()
+from tests.helpers import (
+    Client,
+    User,
+    assert_error_shape,
+    free_port,
+    insert_posts,
+    make_users,
+    publish,
+    sign_up,
+)
 
 
 def flat(pages: list[list[int]]) -> list[int]:
@@ -227,6 +208,7 @@ async def grid_conn(grid_database: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("followed", "kind"), GRID)
 async def test_the_feed_reads_a_bounded_number_of_rows_at_every_point_of_the_grid(
     grid_conn: asyncpg.Connection, grid_report: list[str], followed: int, kind: str

@@ -17,9 +17,7 @@ import pytest
 from app.keys import IMAGES
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import CORPUS, PASSWORD, AiohttpClient, sign_up
-from tests.test_faults import audit, rebuilds
-from tests.test_posts import upload_photo
+from tests.helpers import CORPUS, PASSWORD, AiohttpClient, audit, rebuilds, sign_up, upload_photo
 
 SOURCES = sorted(
     path
@@ -42,6 +40,7 @@ def damage(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     return bytes(damaged), how
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(0)  # bounded by --fuzz-cases
 async def test_damaged_images_get_201_or_4xx_and_never_kill_a_worker(
     aiohttp_client: AiohttpClient, settings: Settings, request: pytest.FixtureRequest

@@ -21,10 +21,18 @@ from app.keys import IMAGES
 from app.logs import MalformedRequestFilter
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import CORPUS, AiohttpClient, Client, User, service_process, sign_up
-from tests.test_faults import audit, rebuilds
-from tests.test_http import assert_error_shape
-from tests.test_media import png_claiming
+from tests.helpers import (
+    CORPUS,
+    AiohttpClient,
+    Client,
+    User,
+    assert_error_shape,
+    audit,
+    png_claiming,
+    rebuilds,
+    service_process,
+    sign_up,
+)
 
 PHOTO = (CORPUS / "sample.jpg").read_bytes()
 BOUNDARY = "hostile-boundary"

@@ -14,10 +14,11 @@ from aiohttp.test_utils import TestClient
 
 from app import db
 from app.auth import public
+from app.keys import DATABASE
 from app.logs import json_handler
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import AiohttpClient
+from tests.helpers import AiohttpClient, assert_error_shape
 
 Client = TestClient[web.Request, web.Application]
 
@@ -33,15 +34,6 @@ def captured_json_logs(logger_name: str) -> Iterator[io.StringIO]:
         yield stream
     finally:
         logger.removeHandler(handler)
-
-
-def assert_error_shape(body: object, code: str) -> None:
-    assert isinstance(body, dict)
-    assert set(body) >= {"error"}
-    assert set(body["error"]) == {"code", "message"}
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str)
-    assert body["error"]["message"]
 
 
 async def test_healthz_answers_without_touching_dependencies(client: Client) -> None:
@@ -96,7 +88,7 @@ async def test_a_crash_is_500_without_a_trace_and_logged_with_the_request_id(
     app.router.add_get("/broken", broken)
     client = await aiohttp_client(app)
 
-    with captured_json_logs("app.middlewares") as logged:
+    with captured_json_logs("app.api.responses") as logged:
         response = await client.get("/broken", headers={"X-Request-ID": "crash-1"})
     assert response.status == 500
     text = await response.text()
@@ -127,7 +119,7 @@ async def test_an_oversized_json_body_is_413_in_the_error_shape(
 
 
 async def test_a_database_route_uses_the_pool(client: Client) -> None:
-    async with db.connection(client.app) as conn:
+    async with client.app[DATABASE].connection() as conn:
         assert await db.queries.ping(conn) == 1
 
 

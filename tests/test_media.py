@@ -20,25 +20,30 @@ import pyvips
 from aiohttp import web
 
 from app.auth import Tokens, public
+from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.s3 import EmbeddedS3
 from app.keys import STORAGE
-from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import EmbeddedS3
 from app.main import create_app
 from app.settings import Settings
 from app.storage import Storage, s3_client
 from app.sweep import find_orphans
-from tests.conftest import (
+from tests.helpers import (
     CORPUS,
     AiohttpClient,
     Client,
     User,
+    assert_error_shape,
+    bucket_keys,
     free_port,
     make_users,
+    media_rows,
+    png_claiming,
+    refuses_connections,
     service_process,
     settings_for,
     sign_up,
+    upload,
 )
-from tests.test_http import assert_error_shape
 
 ACCEPTED = [
     "Example1.heic",
@@ -86,38 +91,10 @@ async def no_orphans_left(settings: Settings, clean_database: str) -> AsyncItera
         await conn.close()
 
 
-async def upload(
-    client: Client | aiohttp.ClientSession,
-    user: User,
-    data: bytes,
-    *,
-    filename: str = "photo.jpg",
-    content_type: str = "image/jpeg",
-    headers: dict[str, str] | None = None,
-) -> aiohttp.ClientResponse:
-    form = aiohttp.FormData()
-    form.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
-    return await client.post("/v1/media", data=form, headers={**user.auth, **(headers or {})})
-
-
 async def fetch(client: Client, url: str) -> bytes:
     async with client.session.get(url) as response:
         assert response.status == 200, url
         return await response.read()
-
-
-async def bucket_keys(client: Client) -> list[str]:
-    storage = client.app[STORAGE]
-    listing = await storage.client.list_objects_v2(Bucket=storage.bucket)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
-
-
-async def media_rows(dsn: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await conn.fetch("SELECT * FROM media ORDER BY media_id")
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -391,17 +368,6 @@ async def test_jfif_and_jfxx_segments_and_their_thumbnails_are_removed(
 
 
 # --- limits ---------------------------------------------------------------------------
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:
@@ -727,15 +693,3 @@ async def test_an_upload_still_arriving_at_sigterm_is_finished_and_stored(
         listing = await client.list_objects_v2(Bucket=settings.s3_bucket)
     stored = {item["Key"] for item in listing.get("Contents", [])}
     assert {rows[0]["original_key"], rows[0]["thumbnail_key"]} <= stored
-
-
-async def refuses_connections(url: str, seconds: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            async with aiohttp.ClientSession(url) as other, other.get("/healthz"):
-                pass
-        except aiohttp.ClientConnectionError:
-            return True
-        await asyncio.sleep(0.05)
-    return False

@@ -14,21 +14,21 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import EmbeddedS3
+from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.s3 import EmbeddedS3
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import (
+from tests.helpers import (
     CORPUS,
     ROOT,
     AiohttpClient,
     Client,
+    publish,
     service_process,
     settings_for,
     sign_up,
+    upload,
 )
-from tests.test_media import upload
-from tests.test_posts import publish
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -135,6 +135,7 @@ def get(url: str) -> bytes:
         return bytes(response.read())
 
 
+@pytest.mark.slow
 def test_counters_of_three_processes_add_up(
     tmp_path: Path,
     postgres: EmbeddedPostgres,

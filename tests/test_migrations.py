@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app.localstack.postgres import EmbeddedPostgres
+from app.devstack.postgres import EmbeddedPostgres
 from app.migrations import MigrationError, discover, migrate
 
 

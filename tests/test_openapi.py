@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.api.web import OPENAPI_PATH
 from app.main import create_app
 from app.settings import Settings
-from app.web import OPENAPI_PATH
-from tests.conftest import PASSWORD, Client, service_process
+from tests.helpers import PASSWORD, Client, service_process
 
 SPEC = orjson.loads(OPENAPI_PATH.read_bytes())
 
@@ -53,6 +53,7 @@ async def test_the_service_serves_the_document_kept_in_the_repo(client: Client) 
     assert await response.read() == OPENAPI_PATH.read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(0)  # bounded by the run's own time budget and subprocess timeout
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(
     settings: Settings, request: pytest.FixtureRequest, tmp_path: Path

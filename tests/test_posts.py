@@ -4,34 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
 
 import asyncpg
 import pytest
 
 from app.keys import TOKENS
-from tests.conftest import CORPUS, Client, User, make_users, sign_up
-from tests.test_http import assert_error_shape
-from tests.test_media import upload
-
-PHOTO = (CORPUS / "sample.jpg").read_bytes()
-
-
-async def upload_photo(client: Client, user: User) -> dict[str, Any]:
-    response = await upload(client, user, PHOTO)
-    assert response.status == 201, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-async def publish(client: Client, user: User, caption: str = "") -> dict[str, Any]:
-    media = await upload_photo(client, user)
-    response = await client.post(
-        "/v1/posts", json={"media_id": media["media_id"], "caption": caption}, headers=user.auth
-    )
-    assert response.status == 201, await response.text()
-    post: dict[str, Any] = await response.json()
-    return post
+from tests.helpers import Client, assert_error_shape, make_users, publish, sign_up, upload_photo
 
 
 async def test_a_post_is_made_from_an_upload(client: Client) -> None:

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from app.cursors import Cursors, InvalidCursor
+from app.cursors import Cursors
+from app.errors import InvalidCursor
 from app.main import create_app
 from app.metadata import (
     MalformedImage,
@@ -24,7 +25,7 @@ from app.metadata import (
 )
 from app.settings import Settings
 from app.sniff import HEIC, JPEG, PNG, sniff
-from tests.conftest import TEST_JWT_SECRET, AiohttpClient, Client, User, sign_up
+from tests.helpers import TEST_JWT_SECRET, AiohttpClient, Client, User, sign_up
 
 CURSORS = Cursors(TEST_JWT_SECRET)
 KINDS = st.sampled_from(["feed", "followers", "following"])

@@ -10,8 +10,7 @@ from app import ratelimit
 from app.main import create_app
 from app.ratelimit import RateLimiter
 from app.settings import Settings
-from tests.conftest import AiohttpClient, sign_up
-from tests.test_http import assert_error_shape
+from tests.helpers import AiohttpClient, assert_error_shape, sign_up
 
 
 class FakeClock:

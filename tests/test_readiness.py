@@ -10,23 +10,28 @@ import time
 import aiohttp
 from aiohttp import web
 
-from app import db
 from app.auth import public
-from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import EmbeddedS3
+from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.s3 import EmbeddedS3
+from app.keys import DATABASE
 from app.main import create_app
 from app.migrations import migrate
 from app.settings import Settings
 from app.storage import ensure_bucket
-from tests.conftest import AiohttpClient, free_port, service_process, settings_for
-from tests.test_http import assert_error_shape
-from tests.test_media import refuses_connections
+from tests.helpers import (
+    AiohttpClient,
+    assert_error_shape,
+    free_port,
+    refuses_connections,
+    service_process,
+    settings_for,
+)
 
 
 @public
 async def count_users(request: web.Request) -> web.Response:
     """A route that needs the database, as every API route will."""
-    async with db.connection(request.app) as conn:
+    async with request.app[DATABASE].connection() as conn:
         count = await conn.fetchval("SELECT count(*) FROM users")
     return web.json_response({"users": count})
 
@@ -134,7 +139,7 @@ async def test_an_exhausted_pool_answers_503_busy_instead_of_queueing_forever(
 
     @public
     async def hold_a_connection(request: web.Request) -> web.Response:
-        async with db.connection(request.app) as conn:
+        async with request.app[DATABASE].connection() as conn:
             await conn.fetchval("SELECT 1")
             await release.wait()
         return web.json_response({"held": True})

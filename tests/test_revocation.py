@@ -9,9 +9,15 @@ import asyncpg
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import PASSWORD, AiohttpClient, Client, User, sign_up
-from tests.test_http import assert_error_shape
-from tests.test_posts import upload_photo
+from tests.helpers import (
+    PASSWORD,
+    AiohttpClient,
+    Client,
+    User,
+    assert_error_shape,
+    sign_up,
+    upload_photo,
+)
 
 
 async def every_kind_of_request(client: Client, user: User, other: User) -> list[int]:

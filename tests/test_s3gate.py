@@ -13,7 +13,7 @@ import aiohttp
 import botocore.exceptions
 import pytest
 
-from app.localstack.s3 import MIRROR_MARKER, BucketMirror, EmbeddedS3, s3_client
+from app.devstack.s3 import MIRROR_MARKER, BucketMirror, EmbeddedS3, s3_client
 from app.storage import public_read_policy
 
 PHOTO = b"\xff\xd8\xff\xe0 a photo"

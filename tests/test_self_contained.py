@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CORPUS, ROOT
+from tests.helpers import CORPUS, ROOT
 
 # `../shared`, or a path joined with a "shared" segment, as `parent / "shared"` wrote it.
 SIBLING_SHARED = re.compile(r"""\.\./shared\b|/\s*["']shared["']""")

@@ -28,13 +28,21 @@ import asyncpg
 import pytest
 
 from app.auth import Tokens
-from app.localstack.stack import caddy_binary
+from app.devstack.stack import caddy_binary
 from app.settings import Settings
 from app.storage import Storage, s3_client
 from app.sweep import find_orphans
-from tests.conftest import CORPUS, ROOT, User, make_users, wait_until_ready
-from tests.test_http import assert_error_shape
-from tests.test_media import upload
+from tests.helpers import (
+    CORPUS,
+    ROOT,
+    User,
+    assert_error_shape,
+    make_users,
+    upload,
+    wait_until_ready,
+)
+
+pytestmark = pytest.mark.slow  # each test starts processes of its own
 
 PROCESSES = 3
 PHOTO = (CORPUS / "sample.jpg").read_bytes()

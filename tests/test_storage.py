@@ -10,11 +10,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from app.devstack.s3 import MIRROR_MARKER, BucketMirror, EmbeddedS3
 from app.keys import STORAGE
-from app.localstack.s3 import MIRROR_MARKER, BucketMirror, EmbeddedS3
 from app.settings import Settings
 from app.storage import ensure_bucket
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 Client = TestClient[web.Request, web.Application]
 

@@ -6,19 +6,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
-from app import db
-from app.keys import METRICS, STORAGE
+from app.keys import DATABASE, METRICS, STORAGE
 from app.main import create_app
 from app.settings import Settings
 from app.sweep import delete_unposted, run_due_sweeps
-from tests.conftest import CORPUS, AiohttpClient, Client, sign_up
-from tests.test_http import assert_error_shape
-from tests.test_media import bucket_keys, media_rows, upload
-from tests.test_posts import upload_photo
+from tests.helpers import (
+    CORPUS,
+    AiohttpClient,
+    Client,
+    assert_error_shape,
+    bucket_keys,
+    media_rows,
+    sign_up,
+    upload,
+    upload_photo,
+)
 
 
 async def age_media(dsn: str, by: dt.timedelta) -> None:
@@ -70,7 +75,7 @@ async def test_old_unposted_media_go_rows_first_then_objects_and_posted_ones_sta
     await upload_photo(client, ada)  # uploaded after the others aged: inside the retention
 
     deleted = await delete_unposted(
-        lambda: db.connection(client.app), client.app[STORAGE], retention=86400
+        client.app[DATABASE].connection, client.app[STORAGE], retention=86400
     )
 
     assert deleted == 1
@@ -89,13 +94,13 @@ async def test_the_scheduled_sweeps_run_in_one_process_at_a_time_and_are_counted
     await storage.client.put_object(Bucket=storage.bucket, Key="media/lost/orphan.jpg", Body=b"x")
     metrics = client.app[METRICS]
 
-    def connect() -> AbstractAsyncContextManager[asyncpg.Connection]:
-        return db.connection(client.app)
-
     # Two processes wake together: one claims each sweep, the other skips it.
     immediately = dt.timedelta(0)
     await asyncio.gather(
-        *(run_due_sweeps(connect, storage, settings, metrics, immediately) for _ in range(2))
+        *(
+            run_due_sweeps(client.app[DATABASE].connection, storage, settings, metrics, immediately)
+            for _ in range(2)
+        )
     )
     assert await media_rows(clean_database) == []
     assert await bucket_keys(client) == []
@@ -106,7 +111,7 @@ async def test_the_scheduled_sweeps_run_in_one_process_at_a_time_and_are_counted
     assert _value(text, 'monogram_sweep_deleted_total{sweep="orphans"}') == 1
 
     # Within the interval, nobody runs them again.
-    await run_due_sweeps(connect, storage, settings, metrics, immediately)
+    await run_due_sweeps(client.app[DATABASE].connection, storage, settings, metrics, immediately)
     text = await (await client.get("/metrics")).text()
     assert _value(text, 'monogram_sweep_runs_total{result="ok",sweep="unposted"}') == 1
 

@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PASSWORD, Client, sign_up
-from tests.test_http import assert_error_shape
-from tests.test_posts import upload_photo
+from tests.helpers import PASSWORD, Client, assert_error_shape, sign_up, upload_photo
 
 NUL = "\x00"
 # Right-to-left override, zero-width space, word joiner, byte order mark, soft hyphen,

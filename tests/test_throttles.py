@@ -17,8 +17,7 @@ from app.keys import CLIENT_ADDRESS, PASSWORDS
 from app.logs import JsonAccessLogger
 from app.main import create_app
 from app.settings import Settings, SettingsError
-from tests.conftest import PASSWORD, AiohttpClient, Client, sign_up
-from tests.test_http import assert_error_shape
+from tests.helpers import PASSWORD, AiohttpClient, Client, assert_error_shape, sign_up
 
 
 def limited(settings: Settings, **changes: Any) -> Settings:

@@ -17,10 +17,12 @@ import psutil
 import pytest
 import pyvips
 
-from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import EmbeddedS3
+from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.s3 import EmbeddedS3
 from app.settings import Settings
-from tests.conftest import CORPUS, PASSWORD, service_process, settings_for
+from tests.helpers import CORPUS, PASSWORD, service_process, settings_for
+
+pytestmark = pytest.mark.slow  # each test starts processes of its own
 
 MIB = 1024 * 1024
 SMALL_BUDGET = 24 * MIB

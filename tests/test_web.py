@@ -11,8 +11,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import CORPUS, PASSWORD, ROOT, AiohttpClient
-from tests.test_feed import insert_posts
+from tests.helpers import CORPUS, PASSWORD, ROOT, AiohttpClient, insert_posts
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [

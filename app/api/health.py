@@ -8,9 +8,10 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from app import db
+from app.api.responses import error_response, json_response
 from app.auth import public
-from app.http import error_response, json_response
-from app.keys import DB_POOL, LIFECYCLE, SETTINGS, STORAGE
+from app.db import Database
+from app.keys import DATABASE, LIFECYCLE, SETTINGS, STORAGE
 
 
 @public
@@ -29,7 +30,7 @@ async def readyz(request: web.Request) -> web.Response:
         )
     timeout = request.app[SETTINGS].readiness_timeout
     postgresql, s3 = await asyncio.gather(
-        _probe(_check_database(request.app), timeout),
+        _probe(_check_database(request.app[DATABASE]), timeout),
         _probe(request.app[STORAGE].check(), timeout),
     )
     checks = {"postgresql": postgresql, "s3": s3}
@@ -45,14 +46,14 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-async def _check_database(app: web.Application) -> None:
-    pool = app[DB_POOL]
+async def _check_database(database: Database) -> None:
+    pool = database.pool
     if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
         # Every connection is open and at work, so the server answers. Waiting for one
         # would fail this check under load: a balancer would then take every process out
         # of rotation at once, and hold requests instead of letting them be shed here.
         return
-    async with db.connection(app) as conn:
+    async with database.connection() as conn:
         await db.queries.ping(conn)
 
 

@@ -72,7 +72,7 @@ class EmbeddedS3:
             [
                 sys.executable,
                 "-m",
-                "app.localstack.s3gate",
+                "app.devstack.s3gate",
                 "--port",
                 str(self.port),
                 "--upstream",

@@ -1,4 +1,4 @@
-"""HTTP handlers for sign-up, tokens, profiles and following."""
+"""Handlers for sign-up, tokens, profiles and following; the work is in app/users.py."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ import re
 from aiohttp import web
 
 from app import users
+from app.api.responses import json_response
 from app.auth import public
 from app.errors import Invalid, NotFound
-from app.http import json_response
-from app.keys import CLIENT_ADDRESS, THROTTLES, USER_ID
+from app.keys import (
+    CLIENT_ADDRESS,
+    CURSORS,
+    DATABASE,
+    PASSWORDS,
+    THROTTLES,
+    TOKEN_KEYS,
+    TOKENS,
+    USER_ID,
+)
 from app.validation import (
     ANY_CONTROL_BUT_NUL,
     json_object,
@@ -49,7 +58,8 @@ async def sign_up(request: web.Request) -> web.Response:
     display_name = text_field(body, "display_name", max_length=64, required=False)
     display_name = visible_name((display_name or "").strip(), "display_name") or username
     request.app[THROTTLES].signup(request[CLIENT_ADDRESS])
-    user = await users.create_user(request.app, username, password, display_name)
+    app = request.app
+    user = await users.create_user(app[DATABASE], app[PASSWORDS], username, password, display_name)
     return json_response(user, status=201)
 
 
@@ -58,28 +68,32 @@ async def token(request: web.Request) -> web.Response:
     body = await json_object(request, LOGIN_FIELDS)
     username = (text_field(body, "username", max_length=64) or "").lower()
     password = text_field(body, "password", max_length=128, controls=ANY_CONTROL_BUT_NUL) or ""
-    request.app[THROTTLES].login(request[CLIENT_ADDRESS], username)
-    response = json_response(await users.issue_token(request.app, username, password))
+    app = request.app
+    app[THROTTLES].login(request[CLIENT_ADDRESS], username)
+    issued = await users.issue_token(
+        app[DATABASE], app[PASSWORDS], app[TOKENS], app[TOKEN_KEYS], username, password
+    )
+    response = json_response(issued)
     response.headers["Cache-Control"] = "no-store"  # a bearer token: no cache may keep it
     return response
 
 
 async def revoke_tokens(request: web.Request) -> web.Response:
-    await users.revoke_tokens(request.app, request[USER_ID])
+    await users.revoke_tokens(request.app[DATABASE], request.app[TOKEN_KEYS], request[USER_ID])
     return web.Response(status=204)
 
 
 async def get_user(request: web.Request) -> web.Response:
-    return json_response(await users.profile(request.app, _path_username(request)))
+    return json_response(await users.profile(request.app[DATABASE], _path_username(request)))
 
 
 async def follow(request: web.Request) -> web.Response:
-    await users.follow(request.app, request[USER_ID], path_id(request, "user_id"))
+    await users.follow(request.app[DATABASE], request[USER_ID], path_id(request, "user_id"))
     return web.Response(status=204)
 
 
 async def unfollow(request: web.Request) -> web.Response:
-    await users.unfollow(request.app, request[USER_ID], path_id(request, "user_id"))
+    await users.unfollow(request.app[DATABASE], request[USER_ID], path_id(request, "user_id"))
     return web.Response(status=204)
 
 
@@ -93,7 +107,8 @@ async def following(request: web.Request) -> web.Response:
 
 async def _follow_page(request: web.Request, direction: users.Direction) -> web.Response:
     page = await users.follow_page(
-        request.app,
+        request.app[DATABASE],
+        request.app[CURSORS],
         _path_username(request),
         direction,
         page_limit(request),
@@ -107,15 +122,3 @@ def _path_username(request: web.Request) -> str:
     if not USERNAME.fullmatch(username):
         raise NotFound(f"no user named {username[:64]}")
     return username
-
-
-routes = [
-    web.post("/v1/users", sign_up),
-    web.post("/v1/auth/token", token),
-    web.delete("/v1/auth/tokens", revoke_tokens),
-    web.get("/v1/users/{username}", get_user),
-    web.put("/v1/following/{user_id}", follow),
-    web.delete("/v1/following/{user_id}", unfollow),
-    web.get("/v1/users/{username}/followers", followers),
-    web.get("/v1/users/{username}/following", following),
-]

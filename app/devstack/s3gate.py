@@ -11,7 +11,7 @@ in a private folder, and this gate, on the TCP port, passes a request on only if
   preflight.
 Everything else, `/moto-api` included, is refused with S3's own error shape.
 
-Run by `EmbeddedS3`: `python -m app.localstack.s3gate --port P --upstream SOCKET`, with the
+Run by `EmbeddedS3`: `python -m app.devstack.s3gate --port P --upstream SOCKET`, with the
 credentials in S3GATE_ACCESS_KEY_ID and S3GATE_SECRET_ACCESS_KEY.
 """
 

@@ -20,7 +20,7 @@ import asyncpg
 import psutil
 import pytest
 
-from app.localstack.postgres import (
+from app.devstack.postgres import (
     BIN_DIR,
     ROOT_DATA_HOME,
     ROOT_INSTALL_CACHE,
@@ -28,9 +28,11 @@ from app.localstack.postgres import (
     EmbeddedPostgres,
     reachable_bin_dir,
 )
-from app.localstack.runner import S3_KEY_FILE, local_secret
-from app.localstack.s3 import s3_client
-from tests.conftest import CORPUS, ROOT, free_port, wait_until_ready
+from app.devstack.runner import S3_KEY_FILE, local_secret
+from app.devstack.s3 import s3_client
+from tests.helpers import CORPUS, ROOT, free_port, wait_until_ready
+
+pytestmark = pytest.mark.slow  # each test starts processes of its own
 
 START_TIMEOUT = 90
 

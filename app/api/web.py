@@ -12,7 +12,7 @@ from app.auth import public
 from app.errors import NotFound
 from app.keys import SETTINGS
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
@@ -23,7 +23,7 @@ FILES = {
 CONTENTS = {name: (STATIC_DIR / name).read_bytes() for name in FILES}
 # The API's description, kept beside the code it describes (tests/test_openapi.py holds the
 # two together).
-OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 OPENAPI = OPENAPI_PATH.read_bytes()
 
 
@@ -66,10 +66,3 @@ async def openapi(request: web.Request) -> web.Response:
 
 def _file(request: web.Request, name: str) -> web.Response:
     return web.Response(body=CONTENTS[name], headers=_headers(request, FILES[name]))
-
-
-routes = [
-    web.get("/", index),
-    web.get("/static/{name}", static_file),
-    web.get("/openapi.json", openapi),
-]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from prometheus_client import multiprocess
 
-from app.localstack.runner import (
+from app.devstack.runner import (
     answers_ready,
     start_backends,
     stop_on_signals,

@@ -24,8 +24,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from app.localstack.postgres import EmbeddedPostgres
-from app.localstack.s3 import ACCESS_KEY_ID, BucketMirror, EmbeddedS3
+from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.s3 import ACCESS_KEY_ID, BucketMirror, EmbeddedS3
 from app.migrations import migrate
 from app.settings import Settings
 from app.storage import ensure_bucket

@@ -1,0 +1,77 @@
+"""Every resource the service holds, opened at start and closed at stop, in one place.
+
+Each `*_ctx` plugs into aiohttp's cleanup contexts (app/main.py lists them in order): it
+opens the resource with the work module's own opener, which needs no web app, stores it
+under its typed key, and closes it when the app stops. Closed in reverse order; a
+resource is closed only if it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from app.db import open_database
+from app.images import open_image_pool
+from app.keys import DATABASE, IMAGES, METRICS, PASSWORDS, SETTINGS, STORAGE
+from app.metrics import forget_this_process, sample_database
+from app.passwords import open_passwords
+from app.storage import open_storage
+from app.sweep import run_scheduled
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_database(app[SETTINGS], app[METRICS]) as database:
+        app[DATABASE] = database
+        yield
+
+
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with _background(sample_database(app[DATABASE], app[METRICS]), "metrics-sampler"):
+        yield
+    forget_this_process(app[METRICS])
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_storage(app[SETTINGS], app[METRICS]) as storage:
+        app[STORAGE] = storage
+        yield
+
+
+async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_passwords(app[SETTINGS]) as passwords:
+        app[PASSWORDS] = passwords
+        yield
+
+
+async def images_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_image_pool(app[SETTINGS], app[METRICS]) as images:
+        app[IMAGES] = images
+        yield
+
+
+async def sweeps_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The scheduled sweeps, as a task of the service's own, for as long as it runs."""
+    settings = app[SETTINGS]
+    if settings.sweep_interval <= 0:
+        yield
+        return
+    sweeps = run_scheduled(app[DATABASE], app[STORAGE], settings, app[METRICS])
+    async with _background(sweeps, "sweeps"):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """`work` as a task while the block runs; cancelled and awaited when it ends."""
+    task = asyncio.create_task(work, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
