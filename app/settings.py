@@ -1,7 +1,7 @@
 """Settings, read once from the environment and passed to `create_app`.
 
 Every environment variable the project reads is a field here, with its
-default and a one-line description; README.md documents the same table, and
+default and a one-line description; docs/configuration.md documents the same table, and
 a test keeps the two in step.
 """
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from app.settings import Settings, SettingsError, env_table, redact_url
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_defaults_need_no_environment() -> None:
@@ -69,9 +69,9 @@ def test_to_env_round_trips() -> None:
     assert Settings.from_env(settings.to_env()) == settings
 
 
-def test_readme_documents_every_setting_with_its_default() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_page_documents_every_setting_with_its_default() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
     for variable, default, _ in env_table():
-        row = re.search(rf"^\| `{variable}` \| ([^|]*) \|", readme, re.MULTILINE)
-        assert row is not None, f"README.md has no row for {variable}"
-        assert default in row[1], f"README.md gives {variable} a default other than {default}"
+        row = re.search(rf"^\| `{variable}` \| ([^|]*) \|", page, re.MULTILINE)
+        assert row is not None, f"docs/configuration.md has no row for {variable}"
+        assert default in row[1], f"docs/configuration.md gives {variable} another default"
