@@ -108,6 +108,13 @@ class Database:
             conn.terminate()
             log.warning("database connection dropped mid-protocol: %s", exc)
             raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
+        except asyncpg.InterfaceError as exc:
+            # The same, seen one step later: a transaction's exit on a connection that the
+            # server's shutdown closed under it. Any other InterfaceError is a bug: let it show.
+            if not conn.is_closed():
+                raise
+            log.warning("database connection closed mid-transaction: %s", exc)
+            raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
         finally:
             await self.pool.release(conn)
 
