@@ -9,17 +9,12 @@ from typing import Any
 import asyncpg
 
 from app import db
-from app.cursors import Cursors
+from app.cursors import NEWEST, Cursors
 from app.db import Database
-from app.errors import InvalidCursor
 from app.metrics import Metrics
 from app.posts import post_body
-from app.validation import MAX_ID
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-MICROSECOND = dt.timedelta(microseconds=1)
-# The first page's cursor: after every post there is.
-NEWEST = (dt.datetime.max.replace(tzinfo=dt.UTC), MAX_ID)
+__all__ = ["NEWEST", "feed_page", "feed_rows"]
 
 
 async def feed_page(
@@ -31,18 +26,15 @@ async def feed_page(
     cursor: str | None,
 ) -> dict[str, Any]:
     """One page of the user's feed, newest first, after the post the cursor names."""
-    before = _position(cursors, cursor)
+    before = cursors.decode_post_position("feed", cursor)
     async with database.connection() as conn:
         started = time.perf_counter()
         # One row more than asked tells whether another page exists.
         rows, strategy = await feed_rows(conn, user_id, before, limit + 1)
         metrics.feed_query_seconds.labels(strategy).observe(time.perf_counter() - started)
     items = [post_body(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        micros = (last["created_at"] - EPOCH) // MICROSECOND
-        next_cursor = cursors.encode("feed", micros, last["post_id"])
+    more = len(rows) > limit
+    next_cursor = cursors.encode_post_position("feed", rows[limit - 1]) if more else None
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -65,16 +57,3 @@ async def feed_rows(
     if len(rows) == page_size:
         return rows, "recent"
     return [r async for r in db.queries.feed_page(conn, **params)], "per-followee"
-
-
-def _position(cursors: Cursors, cursor: str | None) -> tuple[dt.datetime, int]:
-    """(created_at, post_id) of the last post the client saw."""
-    if cursor is None:
-        return NEWEST
-    micros, post_id = cursors.decode("feed", cursor, arity=2)
-    if not (isinstance(micros, int) and isinstance(post_id, int) and 0 < post_id <= MAX_ID):
-        raise InvalidCursor("the cursor is not one this API handed out")
-    try:
-        return EPOCH + micros * MICROSECOND, post_id
-    except OverflowError:
-        raise InvalidCursor("the cursor is not one this API handed out") from None

@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.cpus import usable_cpus
 from app.errors import ImageRejected, ImageTooLarge, ImageWorkerFailed, Overloaded
@@ -34,11 +35,25 @@ from app.metrics import Metrics
 from app.settings import Settings
 from app.sniff import HEIC, JPEG
 
+if TYPE_CHECKING:
+    import pyvips
+
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 150
+# The BlurHash is computed from this small a downscale of the thumbnail: a few microseconds.
+BLURHASH_SIZE = 32
+BLURHASH_COMPONENTS = (4, 3)  # across, down: the usual choice for photos
 THUMBNAIL_QUALITY = 80
 RENDITION_QUALITY = 88
+
+
+@dataclass(frozen=True, slots=True)
+class Thumbnail:
+    data: bytes  # JPEG, sRGB, at most THUMBNAIL_SIZE on its longest side
+    width: int
+    height: int
+    blurhash: str  # a placeholder for the image, painted while it loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +62,7 @@ class Processed:
     height: int
     original: bytes  # what original_url serves: the cleaned upload, or a JPEG rendition of a HEIC
     original_type: str
-    thumbnail: bytes  # JPEG, sRGB, at most THUMBNAIL_SIZE on its longest side
+    thumbnail: Thumbnail
     cpu_seconds: float
     seconds: float  # wall time in the worker
 
@@ -195,8 +210,9 @@ def _render_heic(data: bytes, max_pixels: int) -> tuple[int, int, bytes]:
     return width, height, rendition
 
 
-def make_thumbnail(image_bytes: bytes) -> bytes:
-    """A JPEG of at most THUMBNAIL_SIZE px on its longest side, sRGB, upright, no metadata.
+def make_thumbnail(image_bytes: bytes) -> Thumbnail:
+    """A JPEG of at most THUMBNAIL_SIZE px on its longest side, sRGB, upright, no metadata,
+    and the image's BlurHash.
 
     libvips' errors propagate: process_image turns them into ImageRejected.
     """
@@ -218,8 +234,25 @@ def make_thumbnail(image_bytes: bytes) -> bytes:
         thumb = thumb.flatten(background=[255, 255, 255])
     if thumb.interpretation != "srgb":
         thumb = thumb.colourspace("srgb")
+    thumb = thumb.copy_memory()  # decoded once, read twice: by the JPEG and by the BlurHash
     data: bytes = thumb.jpegsave_buffer(Q=THUMBNAIL_QUALITY, keep="none")
-    return data
+    return Thumbnail(data, thumb.width, thumb.height, blurhash(thumb))
+
+
+def blurhash(image: pyvips.Image) -> str:
+    """The BlurHash of an sRGB image, from a BLURHASH_SIZE px downscale of it."""
+    from blurhash_rs import blurhash_encode
+    from PIL import Image
+
+    scale = min(1.0, BLURHASH_SIZE / max(image.width, image.height))
+    small = image.resize(scale) if scale < 1.0 else image
+    if small.bands == 1:  # greyscale
+        small = small.colourspace("srgb")
+    small = small.extract_band(0, n=3).cast("uchar")
+    pixels = Image.frombytes("RGB", (small.width, small.height), small.write_to_memory())
+    across, down = BLURHASH_COMPONENTS
+    encoded: str = blurhash_encode(pixels, x_components=across, y_components=down)
+    return encoded
 
 
 # --- in the service process ---------------------------------------------------------

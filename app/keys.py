@@ -41,3 +41,5 @@ REQUEST_STARTED = web.RequestKey("request_started", float)
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 # The authenticated caller; absent on public routes.
 USER_ID = web.RequestKey("user_id", int)
+# The caller's rate-limit state, as the X-RateLimit-* headers every authenticated response carries.
+RATE_LIMIT_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("rate_limit_headers")

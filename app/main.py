@@ -34,7 +34,12 @@ from app.lifecycle import (
     serve_until_signalled,
 )
 from app.metrics import Metrics, metrics_middleware
-from app.ratelimit import AccountThrottles, RateLimiter, rate_limit_middleware
+from app.ratelimit import (
+    AccountThrottles,
+    RateLimiter,
+    add_rate_limit_headers,
+    rate_limit_middleware,
+)
 from app.resources import (
     database_ctx,
     images_ctx,
@@ -78,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app.on_response_prepare.append(close_connection_while_draining)
     app.on_response_prepare.append(no_sniffing)
+    app.on_response_prepare.append(add_rate_limit_headers)
     app[TOKENS] = Tokens(settings)
     app[TOKEN_KEYS] = TokenKeys(settings.auth_cache_seconds)
     app[CURSORS] = Cursors(settings.jwt_secret)

@@ -132,14 +132,14 @@ async def _store(
     processed = await work.images.process(upload.data, media_type)
     if media_type != HEIC:
         upload.data = b""  # the cleaned copy replaces the body: hold one, not two
-    await upload.hold(len(upload.data) + len(processed.original) + len(processed.thumbnail))
+    await upload.hold(len(upload.data) + len(processed.original) + len(processed.thumbnail.data))
     name = secrets.token_urlsafe(18)  # unguessable: URLs are the only access control on reads
     extension = "jpg" if processed.original_type == JPEG else "png"
     original = StoredObject(
         f"{PUBLIC_PREFIX}{user_id}/{name}.{extension}", processed.original, processed.original_type
     )
     thumbnail = StoredObject(
-        f"{PUBLIC_PREFIX}{user_id}/{name}_thumb.jpg", processed.thumbnail, JPEG
+        f"{PUBLIC_PREFIX}{user_id}/{name}_thumb.jpg", processed.thumbnail.data, JPEG
     )
     objects = [original, thumbnail]
     source_key = None
@@ -163,6 +163,9 @@ async def _store(
                 width=processed.width,
                 height=processed.height,
                 bytes=size,
+                thumbnail_width=processed.thumbnail.width,
+                thumbnail_height=processed.thumbnail.height,
+                blurhash=processed.thumbnail.blurhash,
             )
             body = {
                 "media_id": row["media_id"],
@@ -172,6 +175,9 @@ async def _store(
                 "bytes": size,
                 "original_url": storage.public_url(original.key),
                 "thumbnail_url": storage.public_url(thumbnail.key),
+                "thumbnail_width": processed.thumbnail.width,
+                "thumbnail_height": processed.thumbnail.height,
+                "blurhash": processed.thumbnail.blurhash,
                 "created_at": row["created_at"],
             }
             if idempotency_key is not None:

@@ -1,4 +1,4 @@
-"""Posts: creating one from an uploaded image, reading one, liking it."""
+"""Posts: creating one from an uploaded image, reading one or a user's, liking it."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from app import db
+from app.cursors import Cursors
 from app.db import Database
 from app.errors import Conflict, Forbidden, NotFound
 from app.storage import Storage
 
 MAX_CAPTION = 2200
+MAX_ALT_TEXT = 1500
 
 
 def post_body(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -23,10 +25,14 @@ def post_body(row: Mapping[str, Any]) -> dict[str, Any]:
             "display_name": row["display_name"],
         },
         "caption": row["caption"],
+        "alt_text": row["alt_text"],
         "image_url": row["image_url"],
         "thumbnail_url": row["thumbnail_url"],
         "width": row["width"],
         "height": row["height"],
+        "thumbnail_width": row["thumbnail_width"],
+        "thumbnail_height": row["thumbnail_height"],
+        "blurhash": row["blurhash"],
         "like_count": row["like_count"],
         "liked_by_me": row["liked_by_me"],
         "created_at": row["created_at"],
@@ -34,7 +40,12 @@ def post_body(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def create_post(
-    database: Database, storage: Storage, author_id: int, media_id: int, caption: str
+    database: Database,
+    storage: Storage,
+    author_id: int,
+    media_id: int,
+    caption: str,
+    alt_text: str = "",
 ) -> dict[str, Any]:
     """A new post of the author's own upload, which no other post uses."""
     async with database.connection() as conn:
@@ -48,6 +59,7 @@ async def create_post(
             author_id=author_id,
             media_id=media_id,
             caption=caption,
+            alt_text=alt_text,
             image_url=storage.public_url(media["original_key"]),
             thumbnail_url=storage.public_url(media["thumbnail_key"]),
         )
@@ -63,6 +75,38 @@ async def get_post(database: Database, post_id: int, viewer_id: int) -> dict[str
     if row is None:
         raise NotFound(f"no post with id {post_id}")
     return post_body(row)
+
+
+async def author_posts(
+    database: Database,
+    cursors: Cursors,
+    username: str,
+    viewer_id: int,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """One page of a user's posts, newest first, after the post the cursor names."""
+    before = cursors.decode_post_position("posts", cursor)
+    async with database.connection() as conn:
+        # One row more than asked tells whether another page exists.
+        rows = [
+            row
+            async for row in db.queries.author_posts(
+                conn,
+                username=username,
+                viewer_id=viewer_id,
+                before_time=before[0],
+                before_id=before[1],
+                page_size=limit + 1,
+            )
+        ]
+        if not rows and await db.queries.user_id(conn, username=username) is None:
+            raise NotFound(f"no user named {username}")
+    more = len(rows) > limit
+    return {
+        "items": [post_body(row) for row in rows[:limit]],
+        "next_cursor": cursors.encode_post_position("posts", rows[limit - 1]) if more else None,
+    }
 
 
 async def set_like(database: Database, user_id: int, post_id: int, liked: bool) -> dict[str, Any]:

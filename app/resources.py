@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from app.db import open_database
+from app.deletes import retry_on_schedule
 from app.images import open_image_pool
 from app.keys import DATABASE, IMAGES, METRICS, PASSWORDS, SETTINGS, STORAGE
 from app.metrics import forget_this_process, sample_database
@@ -55,13 +56,15 @@ async def images_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sweeps_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The scheduled sweeps, as a task of the service's own, for as long as it runs."""
+    """The scheduled sweeps and deletion retries, as tasks of the service's own."""
     settings = app[SETTINGS]
-    if settings.sweep_interval <= 0:
-        yield
-        return
-    sweeps = run_scheduled(app[DATABASE], app[STORAGE], settings, app[METRICS])
-    async with _background(sweeps, "sweeps"):
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.sweep_interval > 0:
+            sweeps = run_scheduled(app[DATABASE], app[STORAGE], settings, app[METRICS])
+            await stack.enter_async_context(_background(sweeps, "sweeps"))
+        if settings.deletion_retry_interval > 0:
+            retries = retry_on_schedule(app[DATABASE], app[STORAGE], settings, app[METRICS])
+            await stack.enter_async_context(_background(retries, "deletion-retries"))
         yield
 
 

@@ -225,6 +225,12 @@ class Settings:
         "process at a time (0: never; `python -m app sweep-orphans` still works)",
         default=600.0,
     )
+    deletion_retry_interval: float = _env(
+        "DELETION_RETRY_INTERVAL",
+        "seconds between retries of the S3 deletes a delete could not finish (S3 down), run by "
+        "one service process at a time (0: never)",
+        default=60.0,
+    )
     max_upload_bytes: int = _env(
         "MAX_UPLOAD_BYTES", "largest upload body accepted (413 past it)", default=10 * 1024 * 1024
     )
@@ -313,6 +319,8 @@ class Settings:
                 raise SettingsError(f"{_env_name(name)} must be a positive number of seconds")
         if self.sweep_interval < 0:
             raise SettingsError("SWEEP_INTERVAL must be 0 (never) or more seconds")
+        if self.deletion_retry_interval < 0:
+            raise SettingsError("DELETION_RETRY_INTERVAL must be 0 (never) or more seconds")
         if self.unposted_media_retention <= 0 or self.max_unposted_media <= 0:
             raise SettingsError("UNPOSTED_MEDIA_RETENTION and MAX_UNPOSTED_MEDIA must be positive")
         if self.auth_cache_seconds < 0:

@@ -28,6 +28,8 @@ T = TypeVar("T")
 CACHE_FOREVER = "public, max-age=31536000, immutable"
 # Only keys under this prefix are readable by anyone; others (HEIC sources) stay private.
 PUBLIC_PREFIX = "media/"
+# DeleteObjects takes this many keys at most.
+MAX_KEYS_PER_DELETE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +85,31 @@ class Storage:
 
     async def delete_all(self, keys: list[str]) -> None:
         """Best effort: what cannot be deleted now is left for the orphan sweep, and logged."""
-        if not keys:
-            return
-        try:
-            response = await self._call(
-                "DeleteObjects",
-                self.client.delete_objects(
-                    Bucket=self.bucket,
-                    Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
-                ),
-            )
-            errors = response.get("Errors", [])
-        except Exception as exc:
-            errors = [{"Key": k, "Message": type(exc).__name__} for k in keys]
-        for error in errors:
-            log.error(
-                "could not delete s3 object %s (%s); the orphan sweep will",
-                error["Key"],
-                error.get("Message"),
-            )
+        for key, reason in (await self.delete_objects(keys)).items():
+            log.error("could not delete s3 object %s (%s); the orphan sweep will", key, reason)
+
+    async def delete_objects(self, keys: list[str]) -> dict[str, str]:
+        """Deletes the objects, 1,000 per request; the keys S3 did not delete, with why.
+
+        Deleting a key that does not exist succeeds: a retried delete is harmless.
+        """
+        failed: dict[str, str] = {}
+        for start in range(0, len(keys), MAX_KEYS_PER_DELETE):
+            batch = keys[start : start + MAX_KEYS_PER_DELETE]
+            try:
+                response = await self._call(
+                    "DeleteObjects",
+                    self.client.delete_objects(
+                        Bucket=self.bucket,
+                        Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                    ),
+                )
+            except Exception as exc:
+                failed.update(dict.fromkeys(batch, type(exc).__name__))
+                continue
+            for error in response.get("Errors", []):
+                failed[error["Key"]] = error.get("Message") or error.get("Code") or "error"
+        return failed
 
     def delete_later(self, keys: list[str]) -> None:
         task = asyncio.create_task(self.delete_all(keys))

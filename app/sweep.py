@@ -56,11 +56,6 @@ async def find_orphans(
     return orphans
 
 
-async def delete_orphans(storage: Storage, orphans: list[str]) -> None:
-    for start in range(0, len(orphans), 1000):  # DeleteObjects takes 1000 at most
-        await storage.delete_all(orphans[start : start + 1000])
-
-
 async def delete_unposted(connect: Connect, storage: Storage, retention: float) -> int:
     """Deletes media no post uses that are older than `retention` seconds; returns how many."""
     deleted = 0
@@ -72,7 +67,7 @@ async def delete_unposted(connect: Connect, storage: Storage, retention: float) 
             rows = [row async for row in deleting]
         keys = [key for row in rows for key in row.values() if key]
         if keys:
-            await delete_orphans(storage, keys)  # a failure leaves orphans, swept later
+            await storage.delete_all(keys)  # a failure leaves orphans, swept later
         deleted += len(rows)
         if len(rows) < UNPOSTED_BATCH:
             return deleted
@@ -99,7 +94,7 @@ async def run_due_sweeps(
             else:
                 async with connect() as conn:
                     orphans = await find_orphans(conn, storage, orphan_min_age)
-                await delete_orphans(storage, orphans)
+                await storage.delete_all(orphans)
                 count = len(orphans)
         except Exception:
             metrics.sweep_runs.labels(name, "failed").inc()
@@ -136,7 +131,7 @@ async def sweep(settings: Settings, min_age: dt.timedelta, delete: bool) -> list
             for key in orphans:
                 print(orjson.dumps({"orphan": key, "deleted": delete}).decode())
             if delete:
-                await delete_orphans(storage, orphans)
+                await storage.delete_all(orphans)
     finally:
         await conn.close()
     log.info("orphan sweep done", extra={"orphans": len(orphans), "deleted": delete})

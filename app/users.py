@@ -65,11 +65,21 @@ async def revoke_tokens(database: Database, token_keys: TokenKeys, user_id: int)
     token_keys.forget(user_id)
 
 
-async def profile(database: Database, username: str) -> dict[str, Any]:
+async def profile(database: Database, username: str, viewer_id: int) -> dict[str, Any]:
+    """A user's profile with its counts, and whether the viewer and they follow each other."""
     async with database.connection() as conn:
-        row = await db.queries.profile(conn, username=username)
+        row = await db.queries.profile(conn, username=username, viewer_id=viewer_id)
     if row is None:
         raise NotFound(f"no user named {username}")
+    return dict(row)
+
+
+async def my_profile(database: Database, user_id: int) -> dict[str, Any]:
+    async with database.connection() as conn:
+        username = await db.queries.username(conn, user_id=user_id)
+        row = await db.queries.profile(conn, username=username, viewer_id=user_id)
+    if row is None:  # deleted between the token's check and now
+        raise NotFound("this account no longer exists")
     return dict(row)
 
 

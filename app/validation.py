@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -115,3 +116,15 @@ def page_limit(request: web.Request, default: int = 20, maximum: int = 100) -> i
     if not is_ascii_digits(raw) or len(raw) > 4 or not 1 <= int(raw) <= maximum:
         raise BadRequest(f"limit must be a whole number from 1 to {maximum}")
     return int(raw)
+
+
+# Usernames are stored and compared lower-case.
+USERNAME = re.compile(r"[a-z0-9_.]{3,30}")
+
+
+def path_username(request: web.Request) -> str:
+    """The username in the path, lower-case; one that cannot exist names nothing, so 404."""
+    username = request.match_info["username"].lower()
+    if not USERNAME.fullmatch(username):
+        raise NotFound(f"no user named {username[:64]}")
+    return username

@@ -107,7 +107,7 @@ def thumbnail(ctx: Context, runs: int) -> dict[str, Any]:
     }
 
 
-def _cpu_of(work: Callable[[bytes], bytes], data: bytes) -> float:
+def _cpu_of(work: Callable[[bytes], object], data: bytes) -> float:
     started = time.process_time()
     work(data)
     return time.process_time() - started

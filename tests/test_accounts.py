@@ -190,7 +190,36 @@ async def test_a_profile_has_counts_from_the_database(client: Client, clean_data
         "followers_count": 2,
         "following_count": 1,
         "posts_count": 1,
+        "following": True,
+        "followed_by": True,
     }
+
+
+async def test_a_profile_says_who_follows_whom_for_the_caller(client: Client) -> None:
+    ada, bob = await sign_up(client, "ada"), await sign_up(client, "bob")
+    assert (await client.put(f"/v1/following/{ada.id}", headers=bob.auth)).status == 204
+
+    def relation(body: dict[str, object]) -> tuple[object, object]:
+        return body["following"], body["followed_by"]
+
+    assert relation(await profile(client, bob, "ada")) == (True, False)
+    assert relation(await profile(client, ada, "bob")) == (False, True)
+    assert relation(await profile(client, ada, "ada")) == (False, False)
+    assert (await client.delete(f"/v1/following/{ada.id}", headers=bob.auth)).status == 204
+    assert relation(await profile(client, bob, "ada")) == (False, False)
+
+
+async def test_me_is_the_callers_own_profile(client: Client) -> None:
+    ada, bob = await sign_up(client, "ada"), await sign_up(client, "bob")
+    assert (await client.put(f"/v1/following/{ada.id}", headers=bob.auth)).status == 204
+    response = await client.get("/v1/me", headers=ada.auth)
+    assert response.status == 200
+    me = await response.json()
+    assert me == await profile(client, ada, "ada")
+    assert (me["username"], me["followers_count"], me["following"]) == ("ada", 1, False)
+    anonymous = await client.get("/v1/me")
+    assert anonymous.status == 401
+    assert_error_shape(await anonymous.json(), "unauthorized")
 
 
 @pytest.mark.parametrize("username", ["nobody", "x", "a" * 300, "bad%20name"])

@@ -18,6 +18,8 @@ import asyncpg
 import pytest
 import pyvips
 from aiohttp import web
+from blurhash_rs import blurhash_decode
+from PIL import ImageStat
 
 from app.auth import Tokens, public
 from app.devstack.postgres import EmbeddedPostgres
@@ -121,6 +123,9 @@ async def test_accepted_images_are_stored_with_a_thumbnail(
         "bytes",
         "original_url",
         "thumbnail_url",
+        "thumbnail_width",
+        "thumbnail_height",
+        "blurhash",
         "created_at",
     }
     assert body["bytes"] == len(data)
@@ -136,6 +141,16 @@ async def test_accepted_images_are_stored_with_a_thumbnail(
     assert thumbnail.interpretation == "srgb"
     # Same shape as the image (to a pixel of rounding).
     assert abs(thumbnail.width / thumbnail.height - body["width"] / body["height"]) < 0.02
+    assert (body["thumbnail_width"], body["thumbnail_height"]) == (
+        thumbnail.width,
+        thumbnail.height,
+    )
+    # The placeholder decodes, and its colours are the image's on average.
+    placeholder = blurhash_decode(body["blurhash"], 32, 32)
+    average = ImageStat.Stat(placeholder).mean
+    stats = thumbnail.stats()  # row 1 + b: band b; column 4: its mean
+    expected = [stats(4, band + 1)[0] for band in range(3)]
+    assert all(abs(a - b) < 30 for a, b in zip(average, expected, strict=True)), (average, expected)
 
     original = pyvips.Image.new_from_buffer(await fetch(client, body["original_url"]), "")
     assert original.get("vips-loader") in {"jpegload_buffer", "pngload_buffer"}

@@ -81,3 +81,37 @@ async def test_a_user_past_the_limit_gets_429_while_another_is_served(
     assert (await client.get("/v1/users/greedy", headers=patient.auth)).status == 200
     await asyncio.sleep(0.6)  # one token back for greedy
     assert (await client.get("/v1/users/greedy", headers=greedy.auth)).status == 200
+
+
+def test_an_allowance_says_what_is_left_and_when_the_bucket_is_full_again() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=2.0, burst=4, clock=clock)
+    assert limiter.spend(1) == (0.0, 3.0, 0.5)
+    assert limiter.spend(1) == (0.0, 2.0, 1.0)
+    clock.now += 0.25
+    assert limiter.spend(1) == (0.0, 1.5, 1.25)
+
+
+async def test_every_authenticated_response_carries_the_rate_limit_headers(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    client = await aiohttp_client(
+        create_app(settings.with_overrides(rate_limit_per_second=1.0, rate_limit_burst=3))
+    )
+    ada = await sign_up(client, "ada")
+    seen = []
+    for path in ("/v1/me", "/v1/posts/999", "/v1/me", "/v1/me"):  # a 404 counts too
+        response = await client.get(path, headers=ada.auth)
+        seen.append(
+            (
+                response.status,
+                response.headers["X-RateLimit-Limit"],
+                response.headers["X-RateLimit-Remaining"],
+            )
+        )
+        reset = int(response.headers["X-RateLimit-Reset"])
+        assert 1 <= reset <= 3
+    assert seen[0] == (200, "3", "2")
+    assert seen[1][:2] == (404, "3")
+    assert seen[3] == (429, "3", "0")
+    assert (await client.get("/healthz")).headers.get("X-RateLimit-Limit") is None

@@ -28,7 +28,18 @@ from app.storage import open_storage
 from app.uploads import ByteBudget, Upload
 from tests.helpers import CORPUS, PHOTO, ROOT
 
-WORK_MODULES = ["users", "posts", "feed", "media", "images", "storage", "db", "uploads", "sweep"]
+WORK_MODULES = [
+    "users",
+    "posts",
+    "feed",
+    "media",
+    "images",
+    "storage",
+    "db",
+    "uploads",
+    "sweep",
+    "deletes",
+]
 
 
 def every_error_class() -> list[type[AppError]]:

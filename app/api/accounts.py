@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
-from app import users
+from app import deletes, users
 from app.api.responses import json_response
 from app.auth import public
-from app.errors import Invalid, NotFound
+from app.errors import Invalid
 from app.keys import (
     CLIENT_ADDRESS,
     CURSORS,
     DATABASE,
     PASSWORDS,
+    STORAGE,
     THROTTLES,
     TOKEN_KEYS,
     TOKENS,
@@ -22,14 +21,15 @@ from app.keys import (
 )
 from app.validation import (
     ANY_CONTROL_BUT_NUL,
+    USERNAME,
     json_object,
     page_limit,
     path_id,
+    path_username,
     text_field,
     visible_name,
 )
 
-USERNAME = re.compile(r"[a-z0-9_.]{3,30}")
 SIGN_UP_FIELDS = frozenset({"username", "password", "display_name"})
 LOGIN_FIELDS = frozenset({"username", "password"})
 
@@ -84,7 +84,18 @@ async def revoke_tokens(request: web.Request) -> web.Response:
 
 
 async def get_user(request: web.Request) -> web.Response:
-    return json_response(await users.profile(request.app[DATABASE], _path_username(request)))
+    profile = await users.profile(request.app[DATABASE], path_username(request), request[USER_ID])
+    return json_response(profile)
+
+
+async def me(request: web.Request) -> web.Response:
+    return json_response(await users.my_profile(request.app[DATABASE], request[USER_ID]))
+
+
+async def delete_me(request: web.Request) -> web.Response:
+    app = request.app
+    await deletes.delete_account(app[DATABASE], app[STORAGE], app[TOKEN_KEYS], request[USER_ID])
+    return web.Response(status=204)
 
 
 async def follow(request: web.Request) -> web.Response:
@@ -109,16 +120,9 @@ async def _follow_page(request: web.Request, direction: users.Direction) -> web.
     page = await users.follow_page(
         request.app[DATABASE],
         request.app[CURSORS],
-        _path_username(request),
+        path_username(request),
         direction,
         page_limit(request),
         request.query.get("cursor"),
     )
     return json_response(page)
-
-
-def _path_username(request: web.Request) -> str:
-    username = request.match_info["username"].lower()
-    if not USERNAME.fullmatch(username):
-        raise NotFound(f"no user named {username[:64]}")
-    return username

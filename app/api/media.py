@@ -7,12 +7,13 @@ import re
 
 from aiohttp import web
 
-from app import deadlines, media
+from app import deadlines, deletes, media
 from app.api import multipart
 from app.api.middlewares import request_id_for
 from app.api.responses import json_response, render_error
 from app.errors import AppError, BadRequest, ExpectationFailed
 from app.keys import DATABASE, IMAGES, METRICS, SETTINGS, STORAGE, USER_ID
+from app.validation import path_id
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
 
@@ -39,6 +40,13 @@ async def upload_media(request: web.Request) -> web.Response:
         raise
     uploads_total.labels("created").inc()
     return json_response(body, status=201)
+
+
+async def delete_media(request: web.Request) -> web.Response:
+    app = request.app
+    media_id = path_id(request, "media_id")
+    await deletes.delete_media(app[DATABASE], app[STORAGE], request[USER_ID], media_id)
+    return web.Response(status=204)
 
 
 async def refuse_early(request: web.Request) -> web.Response | None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app import posts
+from app import deletes, posts
 from app.api.responses import json_response
 from app.errors import Invalid
-from app.keys import DATABASE, STORAGE, USER_ID
-from app.validation import NEWLINES, json_object, path_id, text_field
+from app.keys import CURSORS, DATABASE, STORAGE, USER_ID
+from app.validation import NEWLINES, json_object, page_limit, path_id, path_username, text_field
 
-CREATE_FIELDS = frozenset({"media_id", "caption"})
+CREATE_FIELDS = frozenset({"media_id", "caption", "alt_text"})
 
 
 async def create_post(request: web.Request) -> web.Response:
@@ -21,8 +21,16 @@ async def create_post(request: web.Request) -> web.Response:
     caption = text_field(
         body, "caption", max_length=posts.MAX_CAPTION, required=False, controls=NEWLINES
     )
+    alt_text = text_field(
+        body, "alt_text", max_length=posts.MAX_ALT_TEXT, required=False, controls=NEWLINES
+    )
     post = await posts.create_post(
-        request.app[DATABASE], request.app[STORAGE], request[USER_ID], media_id, caption or ""
+        request.app[DATABASE],
+        request.app[STORAGE],
+        request[USER_ID],
+        media_id,
+        caption or "",
+        alt_text or "",
     )
     return json_response(post, status=201)
 
@@ -30,6 +38,25 @@ async def create_post(request: web.Request) -> web.Response:
 async def get_post(request: web.Request) -> web.Response:
     post_id = path_id(request, "post_id")
     return json_response(await posts.get_post(request.app[DATABASE], post_id, request[USER_ID]))
+
+
+async def delete_post(request: web.Request) -> web.Response:
+    app = request.app
+    post_id = path_id(request, "post_id")
+    await deletes.delete_post(app[DATABASE], app[STORAGE], request[USER_ID], post_id)
+    return web.Response(status=204)
+
+
+async def user_posts(request: web.Request) -> web.Response:
+    page = await posts.author_posts(
+        request.app[DATABASE],
+        request.app[CURSORS],
+        path_username(request),
+        request[USER_ID],
+        page_limit(request),
+        request.query.get("cursor"),
+    )
+    return json_response(page)
 
 
 async def like(request: web.Request) -> web.Response:

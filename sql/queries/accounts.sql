@@ -19,14 +19,22 @@ UPDATE users SET token_key = gen_random_uuid() WHERE user_id = :user_id RETURNIN
 -- name: update-password-hash(user_id, password_hash)!
 UPDATE users SET password_hash = :password_hash WHERE user_id = :user_id;
 
--- name: profile(username)^
--- Counted, not stored: always equal to the rows, whatever ran concurrently.
+-- name: profile(username, viewer_id)^
+-- Counted, not stored: always equal to the rows, whatever ran concurrently. `following`:
+-- the viewer follows this user; `followed_by`: this user follows the viewer.
 SELECT u.user_id AS id, u.username, u.display_name, u.created_at,
        (SELECT count(*) FROM follows WHERE followee_id = u.user_id) AS followers_count,
        (SELECT count(*) FROM follows WHERE follower_id = u.user_id) AS following_count,
-       (SELECT count(*) FROM posts WHERE author_id = u.user_id) AS posts_count
+       (SELECT count(*) FROM posts WHERE author_id = u.user_id) AS posts_count,
+       EXISTS (SELECT 1 FROM follows
+               WHERE follower_id = :viewer_id AND followee_id = u.user_id) AS following,
+       EXISTS (SELECT 1 FROM follows
+               WHERE follower_id = u.user_id AND followee_id = :viewer_id) AS followed_by
 FROM users u
 WHERE u.username = :username;
+
+-- name: username(user_id)$
+SELECT username FROM users WHERE user_id = :user_id;
 
 -- name: user-id(username)$
 SELECT user_id FROM users WHERE username = :username;

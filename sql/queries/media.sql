@@ -1,6 +1,8 @@
--- name: insert-media(user_id, original_key, thumbnail_key, source_key, content_type, width, height, bytes)^
-INSERT INTO media (user_id, original_key, thumbnail_key, source_key, content_type, width, height, bytes)
-VALUES (:user_id, :original_key, :thumbnail_key, :source_key, :content_type, :width, :height, :bytes)
+-- name: insert-media(user_id, original_key, thumbnail_key, source_key, content_type, width, height, bytes, thumbnail_width, thumbnail_height, blurhash)^
+INSERT INTO media (user_id, original_key, thumbnail_key, source_key, content_type, width, height,
+                   bytes, thumbnail_width, thumbnail_height, blurhash)
+VALUES (:user_id, :original_key, :thumbnail_key, :source_key, :content_type, :width, :height,
+        :bytes, :thumbnail_width, :thumbnail_height, :blurhash)
 RETURNING media_id, created_at;
 
 -- name: forget-stale-idempotency-key(user_id, idempotency_key)!

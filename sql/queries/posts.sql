@@ -1,6 +1,7 @@
 -- name: post(post_id, viewer_id)^
-SELECT p.post_id, p.caption, p.image_url, p.thumbnail_url, p.like_count, p.created_at,
-       u.user_id AS author_id, u.username, u.display_name, m.width, m.height,
+SELECT p.post_id, p.caption, p.alt_text, p.image_url, p.thumbnail_url, p.like_count,
+       p.created_at, u.user_id AS author_id, u.username, u.display_name,
+       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
        EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :viewer_id AND l.post_id = p.post_id)
            AS liked_by_me
 FROM posts p
@@ -8,13 +9,30 @@ JOIN users u ON u.user_id = p.author_id
 JOIN media m ON m.media_id = p.media_id
 WHERE p.post_id = :post_id;
 
+-- name: author-posts(username, viewer_id, before_time, before_id, page_size)
+-- One page of a user's posts, newest first, below the cursor: a walk down
+-- idx_posts_author_time (post ids break ties between posts of the same microsecond).
+SELECT p.post_id, p.caption, p.alt_text, p.image_url, p.thumbnail_url, p.like_count,
+       p.created_at, u.user_id AS author_id, u.username, u.display_name,
+       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
+       EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :viewer_id AND l.post_id = p.post_id)
+           AS liked_by_me
+FROM users u
+JOIN posts p ON p.author_id = u.user_id
+JOIN media m ON m.media_id = p.media_id
+WHERE u.username = :username
+  AND p.created_at <= :before_time
+  AND (p.created_at < :before_time OR p.post_id < :before_id)
+ORDER BY p.created_at DESC, p.post_id DESC
+LIMIT :page_size;
+
 -- name: media-owner(media_id)^
 SELECT user_id, original_key, thumbnail_key FROM media WHERE media_id = :media_id;
 
--- name: create-post(author_id, media_id, caption, image_url, thumbnail_url)$
+-- name: create-post(author_id, media_id, caption, alt_text, image_url, thumbnail_url)$
 -- Nothing comes back when the media already has a post (UNIQUE (media_id)).
-INSERT INTO posts (author_id, media_id, caption, image_url, thumbnail_url)
-VALUES (:author_id, :media_id, :caption, :image_url, :thumbnail_url)
+INSERT INTO posts (author_id, media_id, caption, alt_text, image_url, thumbnail_url)
+VALUES (:author_id, :media_id, :caption, :alt_text, :image_url, :thumbnail_url)
 ON CONFLICT (media_id) DO NOTHING
 RETURNING post_id;
 
