@@ -10,7 +10,7 @@ PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_
 STAMP  := $(VENV)/.installed-python$(PYTHON_VERSION)
 
 .DEFAULT_GOAL := help
-.PHONY: help run stack restart-rolling serve migrate test test-fast fuzz bench lint fmt lock upgrade clean
+.PHONY: help run demo stack restart-rolling serve migrate test test-fast fuzz bench lint fmt lock upgrade clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml uv.lock
 
 run: $(STAMP)  ## start PostgreSQL, S3 and the service on http://127.0.0.1:8080 (Ctrl-C stops all)
 	$(PY) -m app local
+
+demo: $(STAMP)  ## fill a running `make run` with demo people, photos and likes; prints the logins
+	$(PY) -m app demo
 
 WORKERS ?= 3
 stack: $(STAMP)  ## the seed's topology: WORKERS=3 service processes behind Caddy on :8080

@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> None:
         "restart-rolling",
         help="replace the processes of the running `stack` one at a time, without dropping traffic",
     )
+    demo_command = commands.add_parser(
+        "demo", help="make demo people, photos, follows and likes through the API (idempotent)"
+    )
+    demo_command.add_argument(
+        "--url",
+        default=None,
+        help="the running service (default http://127.0.0.1:PORT, as `make run` serves it)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -90,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.processes < 1:
             raise SystemExit("--processes must be at least 1")
         raise SystemExit(run_stack(settings, args.processes))
+    elif args.command == "demo":
+        from app import demo
+
+        raise SystemExit(demo.run(args.url or f"http://127.0.0.1:{settings.port}"))
     elif args.command == "restart-rolling":
         from app.devstack.stack import restart_rolling
 

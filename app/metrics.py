@@ -140,7 +140,8 @@ class Metrics:
         )
         self.sweep_deleted = Counter(
             "monogram_sweep_deleted",
-            "What the scheduled sweeps deleted: orphan objects, unposted media rows",
+            "What the scheduled jobs deleted: orphan objects, unposted media rows, objects S3 "
+            "refused to delete before (deletions)",
             ["sweep"],
             registry=r,
         )

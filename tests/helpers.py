@@ -209,10 +209,14 @@ async def upload_photo(client: Client, user: User) -> dict[str, Any]:
     return body
 
 
-async def publish(client: Client, user: User, caption: str = "") -> dict[str, Any]:
+async def publish(
+    client: Client, user: User, caption: str = "", alt_text: str = ""
+) -> dict[str, Any]:
     media = await upload_photo(client, user)
     response = await client.post(
-        "/v1/posts", json={"media_id": media["media_id"], "caption": caption}, headers=user.auth
+        "/v1/posts",
+        json={"media_id": media["media_id"], "caption": caption, "alt_text": alt_text},
+        headers=user.auth,
     )
     assert response.status == 201, await response.text()
     post: dict[str, Any] = await response.json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.helpers import CORPUS, PASSWORD, ROOT, AiohttpClient, insert_posts
+from tests.helpers import CORPUS, PASSWORD, ROOT, AiohttpClient, insert_posts, publish
+from tests.helpers import sign_up as api_sign_up
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -45,6 +47,14 @@ async def sign_up(page: object, base: str, username: str) -> None:
     await expect(page.locator("#whoami")).to_have_text(f"@{username}")  # type: ignore[attr-defined]
 
 
+async def log_in(page: object, base: str, username: str) -> None:
+    await page.goto(base)  # type: ignore[attr-defined]
+    await page.get_by_label("Username").first.fill(username)  # type: ignore[attr-defined]
+    await page.get_by_label("Password").fill(PASSWORD)  # type: ignore[attr-defined]
+    await page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
+    await expect(page.locator("#whoami")).to_have_text(f"@{username}")  # type: ignore[attr-defined]
+
+
 async def test_two_people_share_follow_see_and_like_a_photo(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
@@ -70,6 +80,7 @@ async def test_two_people_share_follow_see_and_like_a_photo(
             await alice.get_by_role("button", name="Upload").click()
             await expect(alice.locator("#preview")).to_be_visible()
             await alice.get_by_label("Caption").fill("A waterfall, the right way up")
+            await alice.get_by_label("Alt text").fill("Water falling over mossy rocks")
             await alice.get_by_role("button", name="Post").click()
             await expect(alice.locator("#status")).to_contain_text("Posted")
             # Every error the API can give reads as words, from the page's own mapping.
@@ -119,6 +130,7 @@ async def test_two_people_share_follow_see_and_like_a_photo(
 
             # The image came from S3 with its size known beforehand, and the page fits a phone.
             image = post.locator("img")
+            await expect(image).to_have_attribute("alt", "Water falling over mossy rocks")
             await expect(image).to_have_attribute("width", "231")
             await expect(image).to_have_attribute("height", "308")
             assert await image.evaluate("img => img.complete && img.naturalWidth > 0")
@@ -141,5 +153,80 @@ async def test_two_people_share_follow_see_and_like_a_photo(
 
             ARTIFACTS.mkdir(exist_ok=True)
             await bob.screenshot(path=str(ARTIFACTS / "feed.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+async def test_a_follower_sees_the_truth_and_a_deleted_post_leaves_their_feed(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(settings))
+    ada, bob = await api_sign_up(client, "ada"), await api_sign_up(client, "bob")
+    first = await publish(client, ada, "first", alt_text="A red kite over a field")
+    second = await publish(client, ada, "second", alt_text="A harbour at dusk")
+    assert (await client.put(f"/v1/following/{ada.id}", headers=bob.auth)).status == 204
+    base = str(client.make_url("/"))
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            viewer = await (await browser.new_context()).new_page()
+            await log_in(viewer, base, "bob")
+            await expect(viewer.locator("li.post")).to_have_count(2)
+            await viewer.locator("#find-form").get_by_label("Username").fill("ada")
+            await viewer.get_by_role("button", name="Find").click()
+            follow = viewer.locator("#follow")
+            await expect(follow).to_have_text("Following · Unfollow")
+            await expect(follow).to_have_attribute("aria-pressed", "true")
+            grid = viewer.locator("#profile-grid li")
+            await expect(grid).to_have_count(2)
+            await expect(grid.first.locator("img")).to_have_attribute("alt", "A harbour at dusk")
+            await expect(grid.locator("button", has_text="Delete")).to_have_count(0)
+
+            # An unfollow the service refuses is shown at once, then rolled back.
+            async def refuse(route: object) -> None:
+                await route.fulfill(  # type: ignore[attr-defined]
+                    status=503,
+                    content_type="application/json",
+                    body='{"error": {"code": "overloaded", "message": "busy"}}',
+                )
+
+            await viewer.route("**/v1/following/*", refuse)
+            await follow.click()
+            await expect(viewer.locator("#status")).to_contain_text("busy right now")
+            await expect(follow).to_have_text("Following · Unfollow")
+            await expect(viewer.locator("#profile-counts")).to_contain_text("1 followers")
+            await viewer.unroute("**/v1/following/*")
+
+            # The placeholder: a BlurHash painted behind an image that has not loaded.
+            painted = await viewer.evaluate(
+                """async (hash) => {
+                    const image = document.createElement("img");
+                    await paintPlaceholder(image, hash, 300, 200);
+                    for (let i = 0; i < 50 && !image.style.backgroundImage; i++)
+                        await new Promise((done) => setTimeout(done, 20));
+                    return image.style.backgroundImage;
+                }""",
+                first["blurhash"],
+            )
+            assert painted.startswith('url("blob:'), painted
+
+            # Ada deletes her newer post from her own grid.
+            author = await (await browser.new_context()).new_page()
+            await log_in(author, base, "ada")
+            await author.get_by_role("button", name="My profile").click()
+            own = author.locator("#profile-grid li")
+            await expect(own).to_have_count(2)
+            author.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await own.first.get_by_role("button", name="Delete").click()
+            await expect(author.locator("#status")).to_contain_text("Deleted")
+            await expect(own).to_have_count(1)
+            await expect(author.locator("#profile-counts")).to_contain_text("1 posts")
+
+            # Gone from Bob's feed, and from her grid as he sees it.
+            await viewer.reload()
+            feed = viewer.locator("li.post")
+            await expect(feed).to_have_count(1)
+            await expect(feed.first).to_have_attribute("data-post-id", str(first["id"]))
+            assert await viewer.locator(f'li.post[data-post-id="{second["id"]}"]').count() == 0
         finally:
             await browser.close()

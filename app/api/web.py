@@ -17,6 +17,7 @@ FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "app.css": "text/css",
+    "blurhash.mjs": "text/javascript",
 }
 # Read once at import, like the SQL: a few small files that never change while the service
 # runs, and no file I/O on the event loop per request.

@@ -1,4 +1,5 @@
-// Monogram's web client: a plain client of the JSON API, no build step, no dependencies.
+// Monogram's web client: a plain client of the JSON API, no build step. Its one dependency,
+// Wolt's BlurHash decoder, is vendored beside it (blurhash.mjs).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -96,6 +97,7 @@ function showSignedIn() {
   $("app").hidden = false;
   $("whoami").textContent = `@${session.username}`;
   $("whoami").hidden = false;
+  $("my-profile").hidden = false;
   $("logout").hidden = false;
   feed.restart();
 }
@@ -104,7 +106,42 @@ function showSignedOut() {
   $("auth").hidden = false;
   $("app").hidden = true;
   $("whoami").hidden = true;
+  $("my-profile").hidden = true;
   $("logout").hidden = true;
+}
+
+// --- placeholders --------------------------------------------------------------------
+
+// Loaded once, on first use; a client without it just shows the grey background.
+let blurhashDecoder = null;
+function decodeBlurhash() {
+  blurhashDecoder ??= import("/static/blurhash.mjs").then((module) => module.decode);
+  return blurhashDecoder;
+}
+
+// Paints the image's BlurHash behind it until the image itself has loaded.
+async function paintPlaceholder(image, hash, width, height) {
+  if (!hash || !width || !height) return;
+  const w = width >= height ? 32 : Math.max(1, Math.round((32 * width) / height));
+  const h = height >= width ? 32 : Math.max(1, Math.round((32 * height) / width));
+  let pixels;
+  try { pixels = (await decodeBlurhash())(hash, w, h); } catch { return; }
+  if (image.complete && image.naturalWidth > 0) return;  // the image won the race
+  const canvas = document.createElement("canvas");
+  canvas.width = w;
+  canvas.height = h;
+  canvas.getContext("2d").putImageData(new ImageData(pixels, w, h), 0, 0);
+  canvas.toBlob((blob) => {
+    if (!blob || (image.complete && image.naturalWidth > 0)) return;
+    const url = URL.createObjectURL(blob);
+    image.style.backgroundImage = `url("${url}")`;
+    image.dataset.placeholder = "blurhash";
+    image.addEventListener("load", () => {
+      image.style.backgroundImage = "";
+      delete image.dataset.placeholder;
+      URL.revokeObjectURL(url);
+    }, { once: true });
+  });
 }
 
 // --- uploading and posting -----------------------------------------------------------
@@ -141,7 +178,7 @@ $("upload-form").addEventListener("submit", (event) => {
     preview.height = Math.round((preview.width * uploaded.height) / uploaded.width);
     $("post-form").hidden = false;
     $("post-form").caption.focus();
-    say("Uploaded. Add a caption and post it.", true);
+    say("Uploaded. Add a caption and alt text, and post it.", true);
   };
   request.send(body);
 });
@@ -150,7 +187,9 @@ $("post-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.currentTarget;
   try {
-    await api("POST", "/v1/posts", { media_id: uploaded.media_id, caption: form.caption.value });
+    await api("POST", "/v1/posts", {
+      media_id: uploaded.media_id, caption: form.caption.value, alt_text: form.alt_text.value.trim(),
+    });
     form.reset();
     form.hidden = true;
     $("upload-form").reset();
@@ -158,7 +197,7 @@ $("post-form").addEventListener("submit", async (event) => {
   } catch (error) { fail(error); }
 });
 
-// --- following -----------------------------------------------------------------------
+// --- profiles and following --------------------------------------------------------
 
 let found = null;
 
@@ -166,18 +205,34 @@ $("find-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const username = event.currentTarget.username.value.trim().toLowerCase();
   try {
-    found = await api("GET", `/v1/users/${encodeURIComponent(username)}`);
-    $("profile-name").textContent = `${found.display_name} (@${found.username})`;
-    $("profile-counts").textContent =
-      `${found.posts_count} posts · ${found.followers_count} followers · ${found.following_count} following`;
-    setFollowing(false);
-    $("profile").hidden = false;
-    say("");
+    showProfile(await api("GET", `/v1/users/${encodeURIComponent(username)}`));
   } catch (error) {
     $("profile").hidden = true;
     fail(error.code === "not_found" ? new ApiError(404, "not_found", `Nobody is called ${username}.`) : error);
   }
 });
+
+$("my-profile").addEventListener("click", async () => {
+  try { showProfile(await api("GET", "/v1/me")); } catch (error) { fail(error); }
+});
+
+function showProfile(profile) {
+  found = profile;
+  $("profile-name").textContent = `${profile.display_name} (@${profile.username})`;
+  showCounts();
+  const mine = profile.username === session.username;
+  $("follow").hidden = mine;
+  $("follows-you").hidden = mine || !profile.followed_by;
+  setFollowing(profile.following);
+  $("profile").hidden = false;
+  say("");
+  grid.restart(profile.username, mine);
+}
+
+function showCounts() {
+  $("profile-counts").textContent =
+    `${found.posts_count} posts · ${found.followers_count} followers · ${found.following_count} following`;
+}
 
 function setFollowing(following) {
   const button = $("follow");
@@ -185,15 +240,90 @@ function setFollowing(following) {
   button.textContent = following ? "Following · Unfollow" : "Follow";
 }
 
+// Optimistic: the button and the count change at once, and change back if the API refuses.
 $("follow").addEventListener("click", async () => {
+  const profile = found;
   const following = $("follow").getAttribute("aria-pressed") === "true";
+  const change = (now) => {
+    profile.following = now;
+    profile.followers_count += now ? 1 : -1;
+    if (found === profile) { setFollowing(now); showCounts(); }
+  };
+  change(!following);
   try {
-    await api(following ? "DELETE" : "PUT", `/v1/following/${found.id}`);
-    setFollowing(!following);
-    say(following ? `You no longer follow @${found.username}.` : `You follow @${found.username}.`, true);
+    await api(following ? "DELETE" : "PUT", `/v1/following/${profile.id}`);
+    say(following ? `You no longer follow @${profile.username}.` : `You follow @${profile.username}.`, true);
     feed.restart();
-  } catch (error) { fail(error); }
+  } catch (error) {
+    change(following);
+    fail(error);
+  }
 });
+
+// A profile's posts as a grid of thumbnails, page by page; on your own, each can be deleted.
+const grid = {
+  username: null,
+  mine: false,
+  cursor: null,
+  restart(username, mine) {
+    this.username = username;
+    this.mine = mine;
+    this.cursor = null;
+    $("profile-grid").replaceChildren();
+    this.more();
+  },
+  async more() {
+    const username = this.username;
+    const query = new URLSearchParams({ limit: "12" });
+    if (this.cursor) query.set("cursor", this.cursor);
+    try {
+      const page = await api("GET", `/v1/users/${encodeURIComponent(username)}/posts?${query}`);
+      if (username !== this.username) return;  // another profile was opened meanwhile
+      for (const post of page.items) $("profile-grid").append(this.render(post));
+      this.cursor = page.next_cursor;
+      $("profile-more").hidden = page.next_cursor === null;
+      $("profile-empty").hidden = $("profile-grid").children.length > 0;
+    } catch (error) { fail(error); }
+  },
+  render(post) {
+    const item = document.createElement("li");
+    item.dataset.postId = post.id;
+    const image = document.createElement("img");
+    image.width = post.thumbnail_width || 150;
+    image.height = post.thumbnail_height || 150;
+    image.alt = describe(post);
+    paintPlaceholder(image, post.blurhash, post.width, post.height);
+    image.src = post.thumbnail_url;
+    item.append(image);
+    if (this.mine) {
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "delete secondary";
+      remove.textContent = "Delete";
+      remove.setAttribute("aria-label", `Delete the post: ${describe(post)}`);
+      remove.addEventListener("click", () => this.remove(post, item));
+      item.append(remove);
+    }
+    return item;
+  },
+  async remove(post, item) {
+    if (!confirm("Delete this post? The photo is deleted too, for everyone.")) return;
+    try {
+      await api("DELETE", `/v1/posts/${post.id}`);
+      item.remove();
+      found.posts_count -= 1;
+      showCounts();
+      $("profile-empty").hidden = $("profile-grid").children.length > 0;
+      say("Deleted.", true);
+    } catch (error) { fail(error); }
+  },
+};
+
+$("profile-more").addEventListener("click", () => grid.more());
+
+function describe(post) {
+  return post.alt_text || `A photo by @${post.author.username}`;
+}
 
 // --- the feed ------------------------------------------------------------------------
 
@@ -237,12 +367,13 @@ function renderPost(post) {
   const header = document.createElement("header");
   header.textContent = `${post.author.display_name} · @${post.author.username}`;
 
-  // Width and height are set, so nothing moves when the image arrives; the thumbnail comes
-  // first, then the full image from the same S3 origin replaces it.
+  // Width and height are set, so nothing moves when the image arrives. Its BlurHash is
+  // painted first, then the thumbnail comes, then the full image from the same S3 origin.
   const image = document.createElement("img");
   image.width = post.width;
   image.height = post.height;
-  image.alt = post.caption || `A photo by @${post.author.username}`;
+  image.alt = describe(post);
+  paintPlaceholder(image, post.blurhash, post.width, post.height);
   image.src = post.thumbnail_url;
   image.addEventListener("load", () => {
     if (image.src === post.image_url) return;
