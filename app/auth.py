@@ -11,16 +11,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import asyncpg
 import jwt
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from app import db
+from app.db import Connect
 from app.errors import InvalidToken, TokenExpired, Unauthorized
 from app.keys import DATABASE, TOKEN_KEYS, TOKENS, USER_ID
 from app.settings import Settings
@@ -90,9 +89,6 @@ class Tokens:
 class Bearer:
     user_id: int
     token_key: uuid.UUID
-
-
-Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 
 class TokenKeys:

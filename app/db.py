@@ -7,8 +7,8 @@ worker process can open one of its own (`open_database`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,9 @@ queries: Any = aiosql.from_path(SQL_DIR / "queries", "asyncpg")
 
 # What a stopped, restarting or unreachable server looks like from asyncpg.
 # Each means "try again shortly", so clients get 503, never 500.
+# What work that needs a connection now and then takes: Database.connection, or a test's own.
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
     asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError among them

@@ -20,7 +20,7 @@ import asyncpg
 
 from app import db, deadlines
 from app.auth import TokenKeys
-from app.db import Database
+from app.db import Connect, Database
 from app.errors import Conflict, Forbidden, NotFound
 from app.metrics import Metrics
 from app.settings import Settings
@@ -48,7 +48,7 @@ async def delete_post(database: Database, storage: Storage, user_id: int, post_i
         keys = await _delete_media_row(conn, post["media_id"])
         await db.queries.bury(conn, kind="post", id=post_id, owner_id=user_id)
         await db.queries.bury(conn, kind="media", id=post["media_id"], owner_id=user_id)
-    await delete_objects(database, storage, keys)
+    await delete_objects(database.connection, storage, keys)
 
 
 async def delete_media(database: Database, storage: Storage, user_id: int, media_id: int) -> None:
@@ -65,7 +65,7 @@ async def delete_media(database: Database, storage: Storage, user_id: int, media
             raise Conflict("that upload is in a post: delete the post, and the upload goes too")
         keys = await _delete_media_row(conn, media_id)
         await db.queries.bury(conn, kind="media", id=media_id, owner_id=user_id)
-    await delete_objects(database, storage, keys)
+    await delete_objects(database.connection, storage, keys)
 
 
 async def delete_account(
@@ -84,7 +84,7 @@ async def delete_account(
         await db.queries.unlike_everything(conn, user_id=user_id)
         keys = [row["key"] async for row in db.queries.delete_user(conn, user_id=user_id)]
     token_keys.forget(user_id)
-    await delete_objects(database, storage, keys)
+    await delete_objects(database.connection, storage, keys)
 
 
 async def _delete_media_row(conn: asyncpg.Connection, media_id: int) -> list[str]:
@@ -97,7 +97,7 @@ async def _deleted_before(conn: asyncpg.Connection, kind: str, item_id: int, use
         raise NotFound(f"no {kind} with id {item_id}")
 
 
-async def delete_objects(database: Database, storage: Storage, keys: list[str]) -> list[str]:
+async def delete_objects(connect: Connect, storage: Storage, keys: list[str]) -> list[str]:
     """Deletes queued objects and forgets the keys S3 confirmed; the keys left queued.
 
     Never raises: the rows are already gone, and what is left is the retry's.
@@ -112,7 +112,7 @@ async def delete_objects(database: Database, storage: Storage, keys: list[str]) 
     refused = set(failed)
     deleted = [key for key in keys if key not in refused]
     try:
-        async with database.connection() as conn:
+        async with connect() as conn:
             if deleted:
                 await db.queries.forget_deletions(conn, keys=deleted)
             if failed:
@@ -131,7 +131,7 @@ async def retry_deletions(database: Database, storage: Storage) -> tuple[int, in
         async with database.connection() as conn:
             rows = [row async for row in db.queries.queued_deletions(conn, batch=RETRY_BATCH)]
         keys = [row["object_key"] for row in rows]
-        failed = await delete_objects(database, storage, keys)
+        failed = await delete_objects(database.connection, storage, keys)
         deleted += len(keys) - len(failed)
         refused += len(failed)
         if failed or len(keys) < RETRY_BATCH:  # S3 is failing, or the queue is empty

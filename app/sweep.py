@@ -5,7 +5,8 @@ delete fails too (S3 down at that moment, the process killed), the objects
 stay behind. The orphan sweep finds them. Objects younger than `min_age` are
 skipped: they may belong to an upload still in flight.
 
-Media no post uses are deleted after UNPOSTED_MEDIA_RETENTION, rows first, then objects.
+Media no post uses are deleted after UNPOSTED_MEDIA_RETENTION, rows first, then objects, by
+the same queue as every other delete (app/deletes.py).
 
 Both run every SWEEP_INTERVAL inside the service (`run_scheduled`): every process wakes up,
 and the one that claims the job in `scheduled_jobs` runs it.
@@ -17,14 +18,13 @@ import asyncio
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 import orjson
 
 from app import db
-from app.db import Database
+from app.db import Connect, Database
+from app.deletes import delete_objects
 from app.metrics import Metrics
 from app.settings import Settings
 from app.storage import PUBLIC_PREFIX, Storage, s3_client
@@ -36,7 +36,6 @@ PREFIXES = (PUBLIC_PREFIX, "sources/")
 # this with no row is an orphan, not an upload in flight.
 SCHEDULED_ORPHAN_MIN_AGE = dt.timedelta(minutes=15)
 UNPOSTED_BATCH = 500
-Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 
 async def find_orphans(
@@ -61,15 +60,14 @@ async def delete_unposted(connect: Connect, storage: Storage, retention: float) 
     deleted = 0
     while True:
         async with connect() as conn:
-            deleting = db.queries.delete_unposted_media(
+            batch = await db.queries.delete_unposted_media(
                 conn, older_than_seconds=retention, batch=UNPOSTED_BATCH
             )
-            rows = [row async for row in deleting]
-        keys = [key for row in rows for key in row.values() if key]
-        if keys:
-            await storage.delete_all(keys)  # a failure leaves orphans, swept later
-        deleted += len(rows)
-        if len(rows) < UNPOSTED_BATCH:
+        # What S3 refuses stays queued for the deletion retry.
+        await delete_objects(connect, storage, batch["keys"] or [])
+        count: int = batch["media"]
+        deleted += count
+        if count < UNPOSTED_BATCH:
             return deleted
 
 

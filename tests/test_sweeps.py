@@ -12,7 +12,7 @@ import asyncpg
 from app.keys import DATABASE, METRICS, STORAGE
 from app.main import create_app
 from app.settings import Settings
-from app.sweep import delete_unposted, run_due_sweeps
+from app.sweep import delete_unposted, find_orphans, run_due_sweeps
 from tests.helpers import (
     CORPUS,
     AiohttpClient,
@@ -82,6 +82,26 @@ async def test_old_unposted_media_go_rows_first_then_objects_and_posted_ones_sta
     rows = await media_rows(clean_database)
     assert len(rows) == 2
     assert sorted(await bucket_keys(client)) == sorted(media_keys(rows))
+
+
+async def test_the_orphan_sweep_leaves_objects_queued_for_deletion_to_their_delete(
+    client: Client, clean_database: str
+) -> None:
+    """A delete's objects are queued with its rows gone: not orphans, though no row names them.
+
+    Counting them as orphans would race the delete (and the unposted sweep) that owns them.
+    """
+    storage = client.app[STORAGE]
+    for key in ("media/1/queued.jpg", "media/1/orphan.jpg"):
+        await storage.client.put_object(Bucket=storage.bucket, Key=key, Body=b"x")
+    conn = await asyncpg.connect(clean_database)
+    try:
+        await conn.execute(
+            "INSERT INTO object_deletions (object_key) VALUES ('media/1/queued.jpg')"
+        )
+        assert await find_orphans(conn, storage, dt.timedelta(0)) == ["media/1/orphan.jpg"]
+    finally:
+        await conn.close()
 
 
 async def test_the_scheduled_sweeps_run_in_one_process_at_a_time_and_are_counted(

@@ -31,5 +31,8 @@ DELETE FROM upload_idempotency
 WHERE user_id = :user_id AND idempotency_key = :idempotency_key AND response IS NULL;
 
 -- name: media-keys()
--- Every object key a media row refers to: what the orphan sweep must keep.
-SELECT original_key, thumbnail_key, source_key FROM media;
+-- Every object key a media row refers to, and every key queued for deletion (whose delete is
+-- under way or will be retried): what the orphan sweep must leave alone.
+SELECT original_key, thumbnail_key, source_key FROM media
+UNION ALL
+SELECT object_key, NULL, NULL FROM object_deletions;
