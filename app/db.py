@@ -114,12 +114,20 @@ class Database:
         except asyncpg.InterfaceError as exc:
             # The same, seen one step later: a transaction's exit on a connection that the
             # server's shutdown closed under it. Any other InterfaceError is a bug: let it show.
-            if not conn.is_closed():
+            if not _is_gone(conn):
                 raise
             log.warning("database connection closed mid-transaction: %s", exc)
             raise DatabaseUnavailable("the database is unavailable, try again shortly") from exc
         finally:
             await self.pool.release(conn)
+
+
+def _is_gone(conn: asyncpg.Connection) -> bool:
+    """Closed, or already detached by asyncpg because it was (asking then raises too)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 @asynccontextmanager

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from app.db import SQL_DIR, open_pool
+from app.db import SQL_DIR, open_database, open_pool
+from app.errors import DatabaseUnavailable
 from app.settings import Settings
 
 # Statements that leave state on a session past its transaction. A pooled connection that
@@ -82,3 +83,17 @@ async def test_a_connection_is_reused_without_a_second_round_trip(
             await observer.close()
         assert conn.get_server_pid() == backend
         assert last == "SELECT 1"
+
+
+async def test_a_connection_killed_under_a_transaction_is_503_and_the_pool_goes_on(
+    settings: Settings,
+) -> None:
+    """A server shutdown ends sessions mid-transaction; asyncpg then detaches the pooled
+    connection itself, so even asking whether it is closed raises (seen in a PostgreSQL
+    restart under load). The caller must hear DatabaseUnavailable, not a 500."""
+    async with open_database(settings) as database:
+        with pytest.raises(DatabaseUnavailable):
+            async with database.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        async with database.connection() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
