@@ -125,9 +125,10 @@ class Database:
 def _is_gone(conn: asyncpg.Connection) -> bool:
     """Closed, or already detached by asyncpg because it was (asking then raises too)."""
     try:
-        return conn.is_closed()
+        closed: bool = conn.is_closed()
     except asyncpg.InterfaceError:
         return True
+    return closed
 
 
 @asynccontextmanager

@@ -117,8 +117,8 @@ class Metrics:
         )
         self.feed_query_seconds = Histogram(
             "monogram_feed_query_duration_seconds",
-            "Database time of one feed page",
-            ["strategy"],
+            "Database time of one feed page, by the query in force (FEED_QUERY) and its strategy",
+            ["query", "strategy"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+# The feed queries the service can serve (app/feed.py): its own, or the source design's JOIN.
+FEED_QUERIES = ("monogram", "seed")
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -225,6 +228,12 @@ class Settings:
         "process at a time (0: never; `python -m app sweep-orphans` still works)",
         default=600.0,
     )
+    feed_query: str = _env(
+        "FEED_QUERY",
+        "the feed's SQL: monogram (two bounded strategies) or seed (the source design's JOIN, "
+        "to watch it fail over HTTP)",
+        default="monogram",
+    )
     deletion_retry_interval: float = _env(
         "DELETION_RETRY_INTERVAL",
         "seconds between retries of the S3 deletes a delete could not finish (S3 down), run by "
@@ -319,6 +328,8 @@ class Settings:
                 raise SettingsError(f"{_env_name(name)} must be a positive number of seconds")
         if self.sweep_interval < 0:
             raise SettingsError("SWEEP_INTERVAL must be 0 (never) or more seconds")
+        if self.feed_query not in FEED_QUERIES:
+            raise SettingsError(f"FEED_QUERY must be monogram or seed, not {self.feed_query!r}")
         if self.deletion_retry_interval < 0:
             raise SettingsError("DELETION_RETRY_INTERVAL must be 0 (never) or more seconds")
         if self.unposted_media_retention <= 0 or self.max_unposted_media <= 0:

@@ -127,21 +127,35 @@ async def open_loop(
     return StepResult(rate, time.perf_counter() - started, stats, dropped)
 
 
-async def burst(
-    session: aiohttp.ClientSession, calls: list[Operation]
-) -> tuple[OperationStats, float]:
-    """Every call at once; their stats and the time until the last answer."""
-    stats = OperationStats()
+@dataclass
+class BurstResult:
+    operations: dict[str, OperationStats]
+    seconds: float  # until the last answer
+    answers: list[tuple[str, float, int]]  # (operation, seconds after the start, status)
+
+
+async def burst(session: aiohttp.ClientSession, calls: dict[str, list[Operation]]) -> BurstResult:
+    """Every call of every operation at once: their stats, and when each was answered."""
+    stats = {name: OperationStats() for name in calls}
+    answers: list[tuple[str, float, int]] = []
     started = time.perf_counter()
 
-    async def one(call: Operation) -> None:
+    async def one(name: str, call: Operation) -> None:
         try:
             answer = await call(session)
         except (aiohttp.ClientError, TimeoutError):
             answer = Answer(0, 0, 0)
-        stats.latency.record(time.perf_counter() - started)
-        stats.statuses[answer.status] += 1
-        stats.received += answer.received
+        latency = time.perf_counter() - started
+        entry = stats[name]
+        entry.latency.record(latency)
+        if 200 <= answer.status < 300:
+            entry.ok_latency.record(latency)
+        elif answer.status == 503:
+            entry.rejected_latency.record(latency)
+        entry.statuses[answer.status] += 1
+        entry.sent += answer.sent
+        entry.received += answer.received
+        answers.append((name, latency, answer.status))
 
-    await asyncio.gather(*(one(call) for call in calls))
-    return stats, time.perf_counter() - started
+    await asyncio.gather(*(one(name, call) for name, group in calls.items() for call in group))
+    return BurstResult(stats, time.perf_counter() - started, sorted(answers, key=lambda a: a[1]))

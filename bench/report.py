@@ -94,7 +94,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         rows.append(
             ("feed p99 during the upload storm <= 2x at rest", f"at most {worst}x", worst <= 2)
         )
-    if celeb := results.get("celebrity"):
+    if celebrity := results.get("celebrity"):
+        celeb = celebrity["monogram"]
         slowest = celeb["latency"]["max_ms"]
         rows.append(
             (
@@ -224,6 +225,8 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
             )
         lines += ["", f"![latency vs offered rate](mix-{stamp}.png)", ""]
         _plot_mix(out / f"mix-{stamp}.png", mix)
+        if seed := mix.get("seed"):
+            lines += _seed_mix_lines(seed, mix)
     if storm := results.get("upload-storm"):
         lines += [
             f"## upload-storm: uploads ramped under {storm['feed_rate']} feed reads/s (feed p99 at rest {storm['feed_p99_at_rest_ms']} ms)",
@@ -238,18 +241,33 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
             )
         lines += ["", f"![feed p99 during the storm](upload-storm-{stamp}.png)", ""]
         _plot_storm(out / f"upload-storm-{stamp}.png", storm)
-    if celeb := results.get("celebrity"):
+    if celebrity := _bursts(results):
+        any_run = next(iter(celebrity.values()))
+        writes = sum(any_run["writes_during_the_burst"]["upload"]["statuses"].values())
         lines += [
             "## celebrity: every follower reads their feed right after a post",
             "",
-            f"{celeb['followers_reading_at_once']} requests at once against "
-            f"{celeb['pool_connections_per_process']} pooled connections per process: "
-            f"statuses {celeb['statuses']}, latency {celeb['latency']}, all answered within "
-            f"{celeb['all_answered_within_s']} s, at most {celeb['peak_requests_waiting_for_a_connection']:.0f} "
-            "requests waiting for a connection at once. The post tops a follower's feed: "
-            f"{celeb['the_post_is_on_top_of_a_follower_feed']}.",
+            f"The celebrity posts; then {any_run['followers_reading_at_once']} followers read "
+            f"their feed at once, against {any_run['pool_connections_per_process']} pooled "
+            f"connections per process, while {writes} uploads and {writes} "
+            "new posts run in the same burst. First under the seed's JOIN served through the "
+            "API (`FEED_QUERY=seed`), then under Monogram's query.",
             "",
+            "| feed query | feed reads: statuses | p50 / p99 / max ms | all answered within | "
+            "peak waiting for a connection | uploads: statuses, p99 ms | posts: statuses, p99 ms |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
+        for query, c in celebrity.items():
+            writes = c["writes_during_the_burst"]
+            lines.append(
+                f"| {query} | {c['statuses']} | {c['latency']['p50_ms']} / {c['latency']['p99_ms']}"
+                f" / {c['latency']['max_ms']} | {c['all_answered_within_s']} s | "
+                f"{c['peak_requests_waiting_for_a_connection']:.0f} | "
+                f"{writes['upload']['statuses']}, {writes['upload']['latency']['p99_ms']} | "
+                f"{writes['post']['statuses']}, {writes['post']['latency']['p99_ms']} |"
+            )
+        lines += ["", f"![the burst over time](celebrity-{stamp}.png)", ""]
+        _plot_celebrity(out / f"celebrity-{stamp}.png", celebrity)
     lines += capacity(results)
     path = out / f"report-{stamp}.md"
     path.write_text("\n".join(lines) + "\n")
@@ -257,6 +275,37 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
 
 
 CPU_PARTS = ("service", "postgresql", "s3", "load_generator")
+
+
+def _seed_mix_lines(seed: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """The same steps under the seed's JOIN (FEED_QUERY=seed), beside Monogram's."""
+    lines = [
+        "The same load under the seed's JOIN served through the API (`FEED_QUERY=seed`):",
+        "",
+        "| step | seed: feed p50 / p99 ms, errors | Monogram: feed p50 / p99 ms, errors | "
+        "seed: upload p99 ms | seed CPU cores: service / PG / S3 / bench |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for theirs, mine in zip(seed["feed_http_f200"], ours["feed_http_f200"], strict=False):
+        lines.append(
+            f"| feed only, {theirs['offered_rate']}/s | {theirs['p50_ms']} / {theirs['p99_ms']}, "
+            f"{theirs['errors']} | {mine['p50_ms']} / {mine['p99_ms']}, {mine['errors']} | - | "
+            f"{_cpu_cell(theirs)} |"
+        )
+    for theirs, mine in zip(seed["steps"], ours["steps"], strict=False):
+        t, m = theirs["operations"], mine["operations"]
+        lines.append(
+            f"| mix, {theirs['offered_rate']:.0f}/s | {t['feed']['p50_ms']} / {t['feed']['p99_ms']}, "
+            f"{t['feed']['errors']} | {m['feed']['p50_ms']} / {m['feed']['p99_ms']}, "
+            f"{m['feed']['errors']} | {t['upload']['p99_ms']} | {_cpu_cell(theirs)} |"
+        )
+    lines += [
+        "",
+        f"Highest offered mix rate within the seed's SLOs under the seed's JOIN: "
+        f"{_rate(seed['highest_rate_within_slo'])}.",
+        "",
+    ]
+    return lines
 
 
 def _cpu_cell(step: dict[str, Any]) -> str:
@@ -305,6 +354,34 @@ def _plot_storm(path: Path, storm: dict[str, Any]) -> None:
     )
     axis.set(yscale="log", xlabel="uploads offered per second", ylabel="ms")
     _save(figure, axis, path)
+
+
+def _bursts(results: dict[str, Any]) -> dict[str, Any]:
+    """The celebrity scenario's burst under each feed query it ran, seed's first."""
+    celebrity = results.get("celebrity", {})
+    return {query: celebrity[query] for query in ("seed", "monogram") if query in celebrity}
+
+
+def _plot_celebrity(path: Path, celebrity: dict[str, Any]) -> None:
+    """Requests waiting for a pooled connection, and feed reads answered, over the burst."""
+    figure, (waiting, answered) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for query, c in celebrity.items():
+        style = "--" if query == "seed" else "-"
+        times = [t for t, _ in c["pool_waits_over_time"]]
+        waiting.plot(times, [w for _, w in c["pool_waits_over_time"]], style, label=query)
+        reads = [(t, status) for name, t, status in c["answers_over_time"] if name == "feed"]
+        ok = [t for t, status in reads if status == 200]
+        shed = [t for t, status in reads if status != 200]
+        answered.plot(ok, range(1, len(ok) + 1), style, label=f"{query}: 200")
+        if shed:
+            answered.plot(
+                shed, range(1, len(shed) + 1), style + "o", ms=2, label=f"{query}: not 200"
+            )
+    waiting.set(ylabel="waiting for a connection")
+    waiting.legend()
+    waiting.grid(True, alpha=0.3)
+    answered.set(xlabel="seconds since the burst began", ylabel="feed reads answered")
+    _save(figure, answered, path)
 
 
 def _save(figure: Any, axis: Any, path: Path) -> None:

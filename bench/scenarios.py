@@ -40,6 +40,8 @@ from bench.histogram import Histogram
 from bench.load import Answer, Operation, burst, open_loop
 from bench.photos import CORPUS, PHONE_HEICS
 
+# FEED_QUERY values the celebrity and mix scenarios run under: the seed's JOIN first.
+FEED_QUERIES_COMPARED = ("seed", "monogram")
 # The seed's SLOs: past these, the mix has found its limit.
 FEED_P99_SLO_MS = 500
 UPLOAD_P99_SLO_MS = 800
@@ -286,11 +288,12 @@ async def spare_media(settings: Settings, users: list[int], each: int) -> deque[
     return deque(spare)
 
 
-def services(ctx: Context, exits: ExitStack) -> list[stack.Service]:
+def services(ctx: Context, exits: ExitStack, **extra: str) -> list[stack.Service]:
     env = {
         "SERVICE_PROCESSES": str(ctx.processes),
         "THUMBNAIL_WORKERS": "1",
         "LOG_LEVEL": "WARNING",
+        **extra,
     }
     return [exits.enter_context(stack.service(ctx.settings, **env)) for _ in range(ctx.processes)]
 
@@ -300,8 +303,14 @@ def _cores(spent: dict[str, float], seconds: float) -> dict[str, float]:
 
 
 async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]:
+    """The feed-only and mixed steps under Monogram's query, and the same under the seed's."""
+    under = {q: await _mix(ctx, start_rate, max_steps, q) for q in FEED_QUERIES_COMPARED}
+    return {**under["monogram"], "seed": under["seed"]}
+
+
+async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str) -> dict[str, Any]:
     with ExitStack() as exits:
-        running = services(ctx, exits)
+        running = services(ctx, exits, FEED_QUERY=feed_query)
         traffic = Traffic(
             ctx,
             [s.url for s in running],
@@ -339,6 +348,7 @@ async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]
     passed = [s for s in steps if s["operations"]["feed"]["p99_ms"] <= FEED_P99_SLO_MS
               and s["operations"]["upload"]["p99_ms"] <= UPLOAD_P99_SLO_MS]  # fmt: skip
     return {
+        "feed_query": feed_query,
         "processes": ctx.processes,
         "steps": steps,
         "highest_rate_within_slo": passed[-1]["offered_rate"] if passed else None,
@@ -414,42 +424,72 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
     return {"feed_rate": feed_rate, "feed_p99_at_rest_ms": round(rest_p99, 1), "steps": steps}
 
 
+# Uploads and post creations that run during the celebrity burst, as the seed's failure
+# story has it ("uploads and posts time out").
+CELEBRITY_WRITES = 20
+
+
 async def celebrity(ctx: Context) -> dict[str, Any]:
+    """The burst under the seed's JOIN (FEED_QUERY=seed), then under Monogram's query."""
+    return {query: await _celebrity_burst(ctx, query) for query in FEED_QUERIES_COMPARED}
+
+
+async def _celebrity_burst(ctx: Context, feed_query: str) -> dict[str, Any]:
     with ExitStack() as exits:
-        running = services(ctx, exits)
-        traffic = Traffic(ctx, [s.url for s in running], deque())
+        running = services(ctx, exits, FEED_QUERY=feed_query)
+        urls = [s.url for s in running]
+        writers = ctx.graph.readers[:CELEBRITY_WRITES]
+        traffic = Traffic(ctx, urls, await spare_media(ctx.settings, writers, 1))
         async with _session(limit=0) as session:
             stored = await traffic.upload(session, ctx.graph.celebrity)
             media_id = await _latest_media(ctx.settings, ctx.graph.celebrity)
             headers = {**ctx.auth(ctx.graph.celebrity), "Content-Type": "application/json"}
             async with session.post(
-                f"{running[0].url}/v1/posts",
-                data=orjson.dumps({"media_id": media_id}),
-                headers=headers,
+                f"{urls[0]}/v1/posts", data=orjson.dumps({"media_id": media_id}), headers=headers
             ) as response:
                 posted = response.status
+                post_id = (await response.json())["id"] if posted == 201 else None
             followers = ctx.graph.celebrity_followers
-            peak_waiting = [0.0]
+            waits: list[tuple[float, float]] = []
             sampling = asyncio.create_task(
-                _sample_pool_waits(session, [s.url for s in running], peak_waiting)
+                _sample_pool_waits(session, urls, waits, time.perf_counter())
             )
-            stats, took = await burst(
-                session, [functools.partial(traffic.feed, user=u) for u in followers]
+            result = await burst(
+                session,
+                {
+                    "feed": [functools.partial(traffic.feed, user=u) for u in followers],
+                    "upload": [functools.partial(traffic.upload, user=u) for u in writers],
+                    "post": [traffic.post for _ in writers],
+                },
             )
             sampling.cancel()
-        first_page_has_it = await _first_feed_has(ctx, running[0].url, followers[0], media_id)
+        first_page_has_it = await _first_page_has(ctx, urls[0], followers[0], post_id)
+    feed = result.operations["feed"]
     return {
+        "feed_query": feed_query,
         "upload_status": stored.status,
         "post_status": posted,
         "followers_reading_at_once": len(followers),
-        "latency": stats.latency.summary_ms(),
-        "statuses": {str(k): v for k, v in sorted(stats.statuses.items())},
-        "all_answered_within_s": round(took, 2),
-        "peak_requests_waiting_for_a_connection": peak_waiting[0],
+        "latency": feed.latency.summary_ms(),
+        "ok_latency": feed.ok_latency.summary_ms(),
+        "statuses": {str(k): v for k, v in sorted(feed.statuses.items())},
+        "writes_during_the_burst": {
+            name: {
+                "latency": result.operations[name].latency.summary_ms(),
+                "statuses": {
+                    str(k): v for k, v in sorted(result.operations[name].statuses.items())
+                },
+            }
+            for name in ("upload", "post")
+        },
+        "all_answered_within_s": round(result.seconds, 2),
+        "peak_requests_waiting_for_a_connection": max((w for _, w in waits), default=0.0),
+        "pool_waits_over_time": [(round(t, 3), w) for t, w in waits],
+        "answers_over_time": [(name, round(t, 3), status) for name, t, status in result.answers],
         "pool_connections_per_process": ctx.settings.with_overrides(
             service_processes=ctx.processes
         ).db_pool_max,
-        "the_post_is_on_top_of_a_follower_feed": first_page_has_it,
+        "the_post_is_on_a_follower_first_page": first_page_has_it,
     }
 
 
@@ -465,18 +505,23 @@ async def _latest_media(settings: Settings, user_id: int) -> int:
     return media_id
 
 
-async def _first_feed_has(ctx: Context, url: str, user: int, media_id: int) -> bool:
+async def _first_page_has(ctx: Context, url: str, user: int, post_id: int | None) -> bool:
+    """Whether the post is on the follower's first page (the burst's new posts may top it)."""
     async with (
         _session() as session,
-        session.get(f"{url}/v1/feed?limit=1", headers=ctx.auth(user)) as response,
+        session.get(f"{url}/v1/feed?limit=50", headers=ctx.auth(user)) as response,
     ):
         items = (await response.json())["items"]
-    return bool(items) and items[0]["author"]["id"] == ctx.graph.celebrity
+    return any(item["id"] == post_id for item in items)
 
 
 async def _sample_pool_waits(
-    session: aiohttp.ClientSession, urls: list[str], peak: list[float]
+    session: aiohttp.ClientSession,
+    urls: list[str],
+    waits: list[tuple[float, float]],
+    started: float,
 ) -> None:
+    """(seconds since `started`, requests waiting for a pooled connection in all processes)."""
     pattern = re.compile(r"^monogram_db_pool_waiting (\S+)$", re.MULTILINE)
     while True:
         waiting = 0.0
@@ -484,7 +529,7 @@ async def _sample_pool_waits(
             async with session.get(f"{url}/metrics") as response:
                 found = pattern.search(await response.text())
             waiting += float(found.group(1)) if found else 0.0
-        peak[0] = max(peak[0], waiting)
+        waits.append((time.perf_counter() - started, waiting))
         await asyncio.sleep(0.02)
 
 

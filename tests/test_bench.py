@@ -53,6 +53,11 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
             assert point["literal"]["count"] > 0
             assert point["literal_post_rows"] > 0
     elif scenario == "mix":
+        # Under the seed's JOIN too, served through the API (FEED_QUERY=seed).
+        assert result["feed_query"] == "monogram"
+        assert result["seed"]["feed_query"] == "seed"
+        assert result["seed"]["steps"][0]["operations"]["feed"]["ok"] > 0
+        assert result["seed"]["feed_http_f200"][0]["ok"] > 0
         step = result["steps"][0]
         assert set(step["operations"]) == {"feed", "detail", "upload", "post", "like"}
         assert step["operations"]["feed"]["ok"] > 0
@@ -70,9 +75,19 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         assert result["feed_p99_at_rest_ms"] > 0
         assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])
     else:
-        assert result["post_status"] == 201
-        assert result["statuses"] == {"200": result["followers_reading_at_once"]}
-        assert result["the_post_is_on_top_of_a_follower_feed"] is True
+        for query in ("seed", "monogram"):
+            burst = result[query]
+            assert burst["feed_query"] == query
+            assert burst["post_status"] == 201
+            assert burst["statuses"] == {"200": burst["followers_reading_at_once"]}
+            assert burst["the_post_is_on_a_follower_first_page"] is True
+            # Uploads and new posts ran in the same burst, and were answered.
+            for write in ("upload", "post"):
+                assert sum(burst["writes_during_the_burst"][write]["statuses"].values()) == 20
+            assert burst["writes_during_the_burst"]["post"]["statuses"].get("201", 0) > 0
+            assert burst["pool_waits_over_time"]
+            feed_answers = [a for a in burst["answers_over_time"] if a[0] == "feed"]
+            assert len(feed_answers) == burst["followers_reading_at_once"]
 
 
 def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
@@ -80,7 +95,8 @@ def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
     text = report.read_text()
     assert "## Targets" in text
     assert "## Capacity of the seed's deployment" in text
-    for plot in ("feed-vs-follows", "mix", "upload-storm"):
+    assert "`FEED_QUERY=seed`" in text  # the seed's JOIN beside Monogram's query
+    for plot in ("feed-vs-follows", "mix", "upload-storm", "celebrity"):
         (png,) = tiny_run.glob(f"{plot}-*.png")
         assert png.read_bytes().startswith(b"\x89PNG")
         assert png.name in text

@@ -15,9 +15,12 @@ from app import db
 from app.devstack.postgres import EmbeddedPostgres
 from app.feed import NEWEST, feed_rows
 from app.keys import CURSORS, TOKENS
+from app.main import create_app
 from app.migrations import migrate
+from app.settings import Settings
 from bench.explain import explain, sql_of
 from tests.helpers import (
+    AiohttpClient,
     Client,
     User,
     assert_error_shape,
@@ -81,6 +84,40 @@ async def test_order_is_newest_first_with_ties_broken_by_id(
     assert flat(await walk(client, reader, limit=5)) == order
     assert flat(await walk(client, reader, limit=1)) == order
     assert flat(await walk(client, reader, limit=100)) == order
+
+
+async def test_feed_query_seed_serves_the_seeds_join_with_the_same_json_and_cursor(
+    aiohttp_client: AiohttpClient, client: Client, settings: Settings, clean_database: str
+) -> None:
+    seed = await aiohttp_client(create_app(settings.with_overrides(feed_query="seed")))
+    reader = await sign_up(client, "reader")
+    now = dt.datetime.now(dt.UTC)
+    for i, author in enumerate([await sign_up(client, f"author{i}") for i in range(3)]):
+        await client.put(f"/v1/following/{author.id}", headers=reader.auth)
+        times = [now - dt.timedelta(minutes=m) for m in (i, 5, 5, 9 + i)]  # shared instants
+        await insert_posts(clean_database, author.id, times)
+    liked = (await (await client.get("/v1/feed?limit=1", headers=reader.auth)).json())["items"]
+    await client.put(f"/v1/posts/{liked[0]['id']}/like", headers=reader.auth)
+
+    async def pages(app_client: Client, limit: int) -> list[dict[str, Any]]:
+        found, cursor = [], None
+        while True:
+            params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+            response = await app_client.get("/v1/feed", params=params, headers=reader.auth)
+            assert response.status == 200
+            body = await response.json()
+            found.append(body)
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return found
+
+    for limit in (1, 5, 100):
+        assert await pages(seed, limit) == await pages(client, limit)
+    metrics = await (await seed.get("/metrics")).text()
+    assert 'monogram_feed_query_duration_seconds_count{query="seed",strategy="seed-join"}' in (
+        metrics
+    )
+    assert 'query="monogram"' not in metrics
 
 
 async def test_paging_while_new_posts_arrive_sees_every_older_post_exactly_once(

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from app import feed
 from app.api.responses import json_response
-from app.keys import CURSORS, DATABASE, METRICS, USER_ID
+from app.keys import CURSORS, DATABASE, METRICS, SETTINGS, USER_ID
 from app.validation import page_limit
 
 
@@ -19,5 +19,6 @@ async def get_feed(request: web.Request) -> web.Response:
         request[USER_ID],
         page_limit(request),
         request.query.get("cursor"),
+        app[SETTINGS].feed_query,
     )
     return json_response(page)

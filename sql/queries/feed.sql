@@ -111,3 +111,29 @@ JOIN follows ON posts.author_id = follows.followee_id
 WHERE follows.follower_id = :user_id
 ORDER BY posts.created_at DESC
 LIMIT 20;
+
+-- name: feed-seed(user_id, before_time, before_id, page_size)
+-- The seed's JOIN served through the API (FEED_QUERY=seed), so its failures can be seen over
+-- HTTP. The page is feed-seed-literal's query as the seed writes it, with two additions that
+-- the API's cursor needs: the (created_at, post_id) keyset below the cursor, and post_id
+-- breaking ties in the order. Authors, media and likes are joined for the page alone, as in
+-- the service's own strategies, so the JSON is the same.
+WITH page AS MATERIALIZED (
+    SELECT posts.*
+    FROM posts
+    JOIN follows ON posts.author_id = follows.followee_id
+    WHERE follows.follower_id = :user_id
+      AND posts.created_at <= :before_time
+      AND (posts.created_at < :before_time OR posts.post_id < :before_id)
+    ORDER BY posts.created_at DESC, posts.post_id DESC
+    LIMIT :page_size
+)
+SELECT page.post_id, page.caption, page.image_url, page.thumbnail_url, page.like_count,
+       page.created_at, page.alt_text, u.user_id AS author_id, u.username, u.display_name,
+       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
+       EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = page.post_id)
+           AS liked_by_me
+FROM page
+JOIN users u ON u.user_id = page.author_id
+JOIN media m ON m.media_id = page.media_id
+ORDER BY page.created_at DESC, page.post_id DESC;
