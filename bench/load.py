@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -107,6 +108,7 @@ async def open_loop(
         entry.received += answer.received
 
     end = started + seconds
+    progress = asyncio.create_task(_report_progress(stats, rate, started, end))
     while True:
         due += rng.expovariate(rate)
         if due >= end:
@@ -124,7 +126,35 @@ async def open_loop(
         await asyncio.wait(in_flight, timeout=30)
         for task in in_flight:
             task.cancel()
+    progress.cancel()
     return StepResult(rate, time.perf_counter() - started, stats, dropped)
+
+
+PROGRESS_EVERY = 1.0  # seconds between progress lines
+
+
+async def _report_progress(
+    stats: dict[str, OperationStats], rate: float, started: float, end: float
+) -> None:
+    """A line a second on stderr while a step runs: a long run never looks hung."""
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        now = time.perf_counter()
+        parts = []
+        for name, entry in stats.items():
+            if not entry.latency.count:
+                continue
+            errors = sum(n for status, n in entry.statuses.items() if not 200 <= status < 300)
+            parts.append(
+                f"{name} {entry.latency.count / (now - started):.0f}/s "
+                f"p99 {entry.latency.percentile(99) * 1000:.0f} ms, {errors} errors"
+            )
+        left = max(0.0, end - now)
+        print(
+            f"  {rate:g}/s offered, {left:.0f} s left: {'; '.join(parts) or 'no answer yet'}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @dataclass

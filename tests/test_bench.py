@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "bench report:" in run.stdout
+    # Every load step says how it is going while it runs: rate, p99 and errors so far.
+    assert re.search(r"/s offered, \d+ s left: feed \d+/s p99 \d+ ms, \d+ errors", run.stderr)
     return out
 
 
