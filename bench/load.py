@@ -42,8 +42,22 @@ class OperationStats:
     sent: int = 0
     received: int = 0
 
+    def record(self, latency: float, answer: Answer) -> None:
+        self.latency.record(latency)
+        if 200 <= answer.status < 300:
+            self.ok_latency.record(latency)
+        elif answer.status == 503:
+            self.rejected_latency.record(latency)
+        self.statuses[answer.status] += 1
+        self.sent += answer.sent
+        self.received += answer.received
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
+
     def summary(self, seconds: float) -> dict[str, Any]:
-        errors = sum(n for status, n in self.statuses.items() if not 200 <= status < 300)
+        errors = self.errors
         return {
             **self.latency.summary_ms(),
             "ok": self.latency.count - errors,
@@ -96,16 +110,8 @@ async def open_loop(
             answer = await calls[name](session)
         except (aiohttp.ClientError, TimeoutError):
             answer = Answer(0, 0, 0)
-        latency = time.perf_counter() - due_at  # from when it was due: queueing counts
-        entry = stats[name]
-        entry.latency.record(latency)
-        if 200 <= answer.status < 300:
-            entry.ok_latency.record(latency)
-        elif answer.status == 503:
-            entry.rejected_latency.record(latency)
-        entry.statuses[answer.status] += 1
-        entry.sent += answer.sent
-        entry.received += answer.received
+        # From when it was due: queueing counts.
+        stats[name].record(time.perf_counter() - due_at, answer)
 
     end = started + seconds
     progress = asyncio.create_task(_report_progress(stats, rate, started, end))
@@ -144,10 +150,9 @@ async def _report_progress(
         for name, entry in stats.items():
             if not entry.latency.count:
                 continue
-            errors = sum(n for status, n in entry.statuses.items() if not 200 <= status < 300)
             parts.append(
                 f"{name} {entry.latency.count / (now - started):.0f}/s "
-                f"p99 {entry.latency.percentile(99) * 1000:.0f} ms, {errors} errors"
+                f"p99 {entry.latency.percentile(99) * 1000:.0f} ms, {entry.errors} errors"
             )
         left = max(0.0, end - now)
         print(
@@ -176,15 +181,7 @@ async def burst(session: aiohttp.ClientSession, calls: dict[str, list[Operation]
         except (aiohttp.ClientError, TimeoutError):
             answer = Answer(0, 0, 0)
         latency = time.perf_counter() - started
-        entry = stats[name]
-        entry.latency.record(latency)
-        if 200 <= answer.status < 300:
-            entry.ok_latency.record(latency)
-        elif answer.status == 503:
-            entry.rejected_latency.record(latency)
-        entry.statuses[answer.status] += 1
-        entry.sent += answer.sent
-        entry.received += answer.received
+        stats[name].record(latency, answer)
         answers.append((name, latency, answer.status))
 
     await asyncio.gather(*(one(name, call) for name, group in calls.items() for call in group))
