@@ -458,14 +458,17 @@ async def test_sigterm_finishes_uploads_in_flight_and_cuts_off_one_that_stalls(
 async def test_an_upload_storm_is_shed_with_503_while_reads_keep_answering(
     aiohttp_client: AiohttpClient, settings: Settings, clean_database: str
 ) -> None:
+    # Room for two bodies and one queued image, and 50 ms of patience: for all sixteen to
+    # get through, the service would need about 300 uploads a second. With six bodies and
+    # 200 ms, a fast CI machine once let the whole storm in.
     storm = settings.with_overrides(
         thumbnail_workers=1,
         thumbnail_warm_start=True,
-        thumbnail_queue=2,
-        thumbnail_queue_wait=0.2,
-        max_upload_bytes=2 * 1024 * 1024,
-        upload_memory_budget=4 * 1024 * 1024,
-        upload_budget_wait=0.2,
+        thumbnail_queue=1,
+        thumbnail_queue_wait=0.05,
+        max_upload_bytes=1024 * 1024,
+        upload_memory_budget=1536 * 1024,
+        upload_budget_wait=0.05,
     )
     client = await aiohttp_client(create_app(storm))
     readers, poster = await users_following_one_poster(client, clean_database, 4)
