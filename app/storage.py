@@ -79,8 +79,9 @@ class Storage:
         failures = [r for r in results if isinstance(r, BaseException)]
         if not failures:
             return
-        stored = [o.key for o, r in zip(objects, results, strict=True) if r is None]
-        await self.delete_all(stored)
+        # The store is failing: deleting what did get stored may fail as slowly, so the client
+        # has its answer first, as when the deadline cut the puts off.
+        self.delete_later([o.key for o, r in zip(objects, results, strict=True) if r is None])
         raise storage_error(failures[0])
 
     async def delete_all(self, keys: list[str]) -> None:
