@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import socket
 
@@ -33,6 +32,7 @@ from app.lifecycle import (
     in_flight_middleware,
     serve_until_signalled,
 )
+from app.memory import tune_allocator
 from app.metrics import Metrics, metrics_middleware
 from app.ratelimit import (
     AccountThrottles,
@@ -43,6 +43,7 @@ from app.ratelimit import (
 from app.resources import (
     database_ctx,
     images_ctx,
+    memory_ctx,
     metrics_ctx,
     passwords_ctx,
     storage_ctx,
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(images_ctx)
+    app.cleanup_ctx.append(memory_ctx)
     app.cleanup_ctx.append(sweeps_ctx)
     app.router.add_routes(routes)
     return app
@@ -108,22 +110,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
-
-
-def tune_allocator() -> None:
-    """Let glibc return freed upload bodies to the system.
-
-    glibc serves large allocations with mmap, but after the first such block
-    is freed it raises that threshold, and later 2 MB bodies come from a heap
-    it never shrinks: the process would keep its peak forever. A fixed
-    threshold keeps every body in its own mapping, unmapped when freed.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc: nothing to tune
-    m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 128 * 1024)
 
 
 def serve(settings: Settings) -> None:

@@ -8,6 +8,7 @@ the row and its objects exist; anything else leaves neither.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -29,7 +30,7 @@ from app.images import ImagePool
 from app.settings import Settings
 from app.sniff import HEIC, JPEG, sniff
 from app.storage import PUBLIC_PREFIX, Storage, StoredObject
-from app.uploads import Upload
+from app.uploads import Bytes, Upload
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ async def create(
 
     With an Idempotency-Key, a retry of the same file gets the first answer.
     """
-    media_type = sniff(upload.data[:SNIFF_BYTES])
+    media_type = sniff(bytes(upload.data[:SNIFF_BYTES]))
     if media_type is None:
         raise UnsupportedMediaType("only JPEG, PNG and HEIC images are accepted")
     settings = work.settings
@@ -82,7 +83,7 @@ async def create(
         raise
 
 
-def _sha256(data: bytes) -> bytes:
+def _sha256(data: Bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
@@ -152,42 +153,45 @@ async def _store(
     # Cancelled mid-commit, a row could be written while its objects are deleted.
     deadlines.stop()
     try:
-        async with work.database.connection() as conn, conn.transaction():
-            row = await db.queries.insert_media(
-                conn,
-                user_id=user_id,
-                original_key=original.key,
-                thumbnail_key=thumbnail.key,
-                source_key=source_key,
-                content_type=media_type,
-                width=processed.width,
-                height=processed.height,
-                bytes=size,
-                thumbnail_width=processed.thumbnail.width,
-                thumbnail_height=processed.thumbnail.height,
-                blurhash=processed.thumbnail.blurhash,
-            )
-            body = {
-                "media_id": row["media_id"],
-                "content_type": media_type,
-                "width": processed.width,
-                "height": processed.height,
-                "bytes": size,
-                "original_url": storage.public_url(original.key),
-                "thumbnail_url": storage.public_url(thumbnail.key),
-                "thumbnail_width": processed.thumbnail.width,
-                "thumbnail_height": processed.thumbnail.height,
-                "blurhash": processed.thumbnail.blurhash,
-                "created_at": row["created_at"],
-            }
-            if idempotency_key is not None:
-                await db.queries.complete_idempotency_key(
+        async with work.database.connection() as conn:
+            # One INSERT is atomic alone; with an idempotency key its answer is recorded with it.
+            transaction = conn.transaction() if idempotency_key else contextlib.nullcontext()
+            async with transaction:
+                row = await db.queries.insert_media(
                     conn,
                     user_id=user_id,
-                    idempotency_key=idempotency_key,
-                    media_id=row["media_id"],
-                    response=orjson.dumps(body).decode(),
+                    original_key=original.key,
+                    thumbnail_key=thumbnail.key,
+                    source_key=source_key,
+                    content_type=media_type,
+                    width=processed.width,
+                    height=processed.height,
+                    bytes=size,
+                    thumbnail_width=processed.thumbnail.width,
+                    thumbnail_height=processed.thumbnail.height,
+                    blurhash=processed.thumbnail.blurhash,
                 )
+                body = {
+                    "media_id": row["media_id"],
+                    "content_type": media_type,
+                    "width": processed.width,
+                    "height": processed.height,
+                    "bytes": size,
+                    "original_url": storage.public_url(original.key),
+                    "thumbnail_url": storage.public_url(thumbnail.key),
+                    "thumbnail_width": processed.thumbnail.width,
+                    "thumbnail_height": processed.thumbnail.height,
+                    "blurhash": processed.thumbnail.blurhash,
+                    "created_at": row["created_at"],
+                }
+                if idempotency_key is not None:
+                    await db.queries.complete_idempotency_key(
+                        conn,
+                        user_id=user_id,
+                        idempotency_key=idempotency_key,
+                        media_id=row["media_id"],
+                        response=orjson.dumps(body).decode(),
+                    )
     except BaseException:
         await asyncio.shield(storage.delete_all([o.key for o in objects]))
         raise

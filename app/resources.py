@@ -18,7 +18,8 @@ from aiohttp import web
 from app.db import open_database
 from app.deletes import retry_on_schedule
 from app.images import open_image_pool
-from app.keys import DATABASE, IMAGES, METRICS, PASSWORDS, SETTINGS, STORAGE
+from app.keys import DATABASE, IMAGES, METRICS, PASSWORDS, SETTINGS, STORAGE, UPLOAD_BUDGET
+from app.memory import trim_when_idle
 from app.metrics import forget_this_process, sample_database
 from app.passwords import open_passwords
 from app.storage import open_storage
@@ -52,6 +53,13 @@ async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
 async def images_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_image_pool(app[SETTINGS], app[METRICS]) as images:
         app[IMAGES] = images
+        yield
+
+
+async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Memory that finished uploads used, given back once none is under way."""
+    trims = trim_when_idle(app[UPLOAD_BUDGET], [app[IMAGES].trim_handoff])
+    async with _background(trims, "memory-trim"):
         yield
 
 

@@ -10,12 +10,16 @@ from app.errors import Overloaded
 # Multipart framing around the file: boundaries, part headers, small extra fields.
 FRAMING_ALLOWANCE = 64 * 1024
 
+# An upload's bytes in the service: a bytearray, so that the received body becomes the file
+# and goes to a worker and to S3 without a copy (see app/api/multipart.py and app/images.py).
+Bytes = bytes | bytearray
+
 
 @dataclass(slots=True)
 class Upload:
     """The received file, and the share of the byte budget it holds."""
 
-    data: bytes
+    data: Bytes
     budget: ByteBudget
     reserved: int
 
@@ -35,6 +39,7 @@ class ByteBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_use = 0
+        self.admitted = 0  # uploads let in so far
         self._freed = asyncio.Condition()
 
     async def acquire(self, size: int, wait: float) -> None:
@@ -45,6 +50,7 @@ class ByteBudget:
             except TimeoutError:
                 raise Overloaded("the service is receiving all the uploads it can; retry") from None
             self.in_use += size
+            self.admitted += 1
 
     async def release(self, size: int) -> None:
         await self.resize(size, 0)

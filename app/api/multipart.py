@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-from aiohttp import BodyPartReader, web
+from aiohttp import hdrs, web
+from aiohttp.helpers import parse_mimetype
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import parse_content_disposition
 
 from app import deadlines
 from app.errors import AppError, BadRequest, TooLarge, TooSlow, UnsupportedMediaType
@@ -23,8 +25,9 @@ from app.keys import SETTINGS, UPLOAD_BUDGET
 from app.settings import Settings
 from app.uploads import FRAMING_ALLOWANCE, Upload
 
-CHUNK = 64 * 1024
+CHUNK = 64 * 1024  # the rate floor allows each read the time of this many bytes
 MAX_PARTS = 8
+MAX_PART_HEADER = 8 * 1024  # aiohttp's own limit for the request's header fields
 
 T = TypeVar("T")
 
@@ -72,51 +75,124 @@ def check_headers(request: web.Request) -> None:
         raise TooLarge(f"the upload is over the limit of {settings.max_upload_bytes:,} bytes")
 
 
-async def _read_file_part(request: web.Request, settings: Settings) -> bytes:
+async def _read_file_part(request: web.Request, settings: Settings) -> bytearray:
     """The bytes of the part named file. Its file name and type claims are ignored."""
-    clock = _RateFloor(settings)
-    try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError, KeyError, HttpProcessingError):
-        raise BadRequest("the body is not valid multipart/form-data") from None
-    upload: bytes | None = None
-    other_bytes = 0
-    try:
-        for _ in range(MAX_PARTS):
-            part = await clock.within_deadline(reader.next())
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise BadRequest("nested multipart bodies are not accepted")
-            if part.name == "file" and upload is None:
-                upload = await _read_capped(part, settings.max_upload_bytes, clock)
-            else:
-                other_bytes += len(await _read_capped(part, FRAMING_ALLOWANCE - other_bytes, clock))
-        else:
-            if await clock.within_deadline(reader.next()) is not None:
-                raise BadRequest(f"an upload has at most {MAX_PARTS} parts")
-    except (ValueError, AssertionError, HttpProcessingError):
-        raise BadRequest("the body is not valid multipart/form-data") from None
-    if upload is None:
-        raise BadRequest("the upload has no part named file")
-    if not upload:
-        raise BadRequest("the file part is empty")
-    return upload
+    boundary = _boundary(request)
+    body = await _read_body(request, settings.max_upload_bytes + FRAMING_ALLOWANCE)
+    start, end = _file_part(body, boundary, settings.max_upload_bytes)
+    # The body becomes the file in place: a bytearray drops its head and tail without a copy
+    # (every fresh 2 MB buffer costs the service about 0.7 ms in page faults).
+    del body[end:]
+    del body[:start]
+    return body
 
 
-async def _read_capped(part: BodyPartReader, limit: int, clock: _RateFloor) -> bytes:
-    # read_chunk() does not apply client_max_size: the count here is the only cap.
+def _boundary(request: web.Request) -> bytes:
+    boundary = parse_mimetype(request.headers.get(hdrs.CONTENT_TYPE, "")).parameters.get(
+        "boundary", ""
+    )
+    # RFC 2046: 1 to 70 characters, none of them a control or non-ASCII character.
+    if not 0 < len(boundary) <= 70 or not boundary.isascii() or not boundary.isprintable():
+        raise BadRequest("the multipart/form-data body needs a boundary of 1 to 70 characters")
+    return boundary.encode()
+
+
+async def _read_body(request: web.Request, limit: int) -> bytearray:
+    """The whole body, at most `limit` bytes, held to the rate floor."""
+    clock = _RateFloor(request.app[SETTINGS])
     chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await clock.within_deadline(part.read_chunk(CHUNK))
-        if not chunk:
-            return b"".join(chunks)  # one copy, made once
-        chunks.append(chunk)
-        size += len(chunk)
-        clock.received += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the upload is over the limit of {limit:,} bytes")
+    try:
+        while chunk := await clock.within_deadline(request.content.readany()):
+            chunks.append(chunk)
+            clock.received += len(chunk)
+            if clock.received > limit:
+                raise TooLarge(
+                    f"the upload is over the limit of {limit - FRAMING_ALLOWANCE:,} bytes"
+                )
+    except HttpProcessingError:
+        raise BadRequest("the body is not valid HTTP (chunked encoding)") from None
+    return bytearray().join(chunks)
+
+
+def _file_part(body: bytearray, boundary: bytes, max_file_bytes: int) -> tuple[int, int]:
+    """Where the file part's bytes start and end in a multipart/form-data body (RFC 7578).
+
+    At most MAX_PARTS parts, part headers of at most MAX_PART_HEADER bytes, and at most
+    FRAMING_ALLOWANCE bytes in the parts other than the file; no nested multipart.
+    """
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        position = len(delimiter)
+    else:  # a preamble, which RFC 2046 lets a sender put before the first boundary
+        found = body.find(b"\r\n" + delimiter)
+        if found < 0:
+            raise BadRequest("the body is not valid multipart/form-data: no boundary found")
+        position = found + 2 + len(delimiter)
+    file: tuple[int, int] | None = None
+    other_bytes = 0
+    for _ in range(MAX_PARTS + 1):
+        if body.startswith(b"--", position):  # the closing delimiter: the body is whole
+            break
+        position = _skip_line_end(body, position)
+        headers, position = _part_headers(body, position)
+        end = body.find(b"\r\n" + delimiter, position)
+        if end < 0:
+            raise BadRequest("the body is not valid multipart/form-data: a part is not closed")
+        if headers.get("content-type", "").lower().startswith("multipart/"):
+            raise BadRequest("nested multipart bodies are not accepted")
+        if _part_name(headers) == "file" and file is None:
+            if end - position > max_file_bytes:
+                raise TooLarge(f"the upload is over the limit of {max_file_bytes:,} bytes")
+            file = (position, end)
+        else:
+            other_bytes += end - position
+            if other_bytes > FRAMING_ALLOWANCE:
+                raise TooLarge(
+                    f"the parts besides the file are over {FRAMING_ALLOWANCE:,} bytes in all"
+                )
+        position = end + 2 + len(delimiter)
+    else:
+        raise BadRequest(f"an upload has at most {MAX_PARTS} parts")
+    if file is None:
+        raise BadRequest("the upload has no part named file")
+    if file[0] == file[1]:
+        raise BadRequest("the file part is empty")
+    return file
+
+
+def _skip_line_end(body: bytearray, position: int) -> int:
+    """Past the end of a delimiter line: optional spaces or tabs, then CRLF."""
+    while position < len(body) and body[position] in b" \t":
+        position += 1
+    if not body.startswith(b"\r\n", position):
+        raise BadRequest("the body is not valid multipart/form-data: a boundary line is broken")
+    return position + 2
+
+
+def _part_headers(body: bytearray, position: int) -> tuple[dict[str, str], int]:
+    """A part's headers by lower-case name, and where its content starts."""
+    if body.startswith(b"\r\n", position):
+        return {}, position + 2
+    end = body.find(b"\r\n\r\n", position, position + MAX_PART_HEADER + 4)
+    if end < 0:
+        raise BadRequest(
+            f"the body is not valid multipart/form-data: part headers end within "
+            f"{MAX_PART_HEADER:,} bytes"
+        )
+    headers: dict[str, str] = {}
+    for line in body[position:end].decode("utf-8", "replace").split("\r\n"):
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise BadRequest("the body is not valid multipart/form-data: a part header is broken")
+        headers[name.lower()] = value.strip()
+    return headers, end + 4
+
+
+def _part_name(headers: dict[str, str]) -> str | None:
+    disposition, params = parse_content_disposition(headers.get("content-disposition"))
+    if disposition != "form-data":
+        raise BadRequest("every part needs Content-Disposition: form-data with a name")
+    return params.get("name")
 
 
 class _RateFloor:
