@@ -19,12 +19,11 @@ import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.cpus import usable_cpus
 from app.errors import ImageRejected, ImageTooLarge, ImageWorkerFailed, Overloaded
@@ -281,49 +280,35 @@ def blurhash(image: pyvips.Image) -> str:
 HANDOFF_PREFIX = "monogram-images-"
 
 
-@dataclass(frozen=True, slots=True)
-class _Lane:
-    """Two files in the hand-off folder: a body on its way to a worker, and what comes back."""
-
-    source: Path
-    result: Path
-
-
 class Handoff:
     """A private folder in memory (tmpfs) through which bodies reach the workers and come back.
 
-    Sending 2 MB through the executor's pipe costs the service about 5 ms of CPU (pickling,
-    64 kB pipe writes, unpickling the answer). Here each worker has a lane of two files,
-    reused from job to job: a body is copied in, the result copied out, and the pages stay
-    allocated (a fresh file would cost page allocation on write and freeing on unlink, about
-    1.4 ms per upload). `trim` gives those pages back when the uploads stop. Where the folder
-    is unusable (a container's small /dev/shm), the body goes through the pipe.
+    Sending 2 MB through a worker's pipe costs the service about 5 ms of CPU (pickling, 64 kB
+    pipe writes, unpickling the answer). Here each worker has two files, reused from job to
+    job: a body is copied in, the result copied out, and the pages stay allocated (a fresh
+    file would cost page allocation on write and freeing on unlink, about 1.4 ms per upload).
+    `trim` gives those pages back when the uploads stop. Where the folder is unusable (a
+    container's small /dev/shm), the body goes through the pipe.
     """
 
-    def __init__(self, lanes: int) -> None:
+    def __init__(self) -> None:
         ram = Path("/dev/shm")  # noqa: S108 - a private folder is made inside it
         parent = ram if ram.is_dir() and os.access(ram, os.W_OK | os.X_OK) else None
         if parent is not None:
             _remove_abandoned(parent)
         # 0700, a fresh name: no other user reads or plants files in it.
         self.folder = Path(tempfile.mkdtemp(prefix=f"{HANDOFF_PREFIX}{os.getpid()}-", dir=parent))
-        folder = self.folder
-        self._free = [_Lane(folder / f"{n}.in", folder / f"{n}.out") for n in range(lanes)]
-        self._available = asyncio.Semaphore(lanes)
 
-    async def take(self) -> _Lane:
-        """A lane no job uses; there is one per worker, so this waits for a free worker."""
-        await self._available.acquire()
-        return self._free.pop()
+    def source(self, worker: int) -> Path:
+        return self.folder / f"{worker}.in"
 
-    def give_back(self, lane: _Lane) -> None:
-        self._free.append(lane)
-        self._available.release()
+    def result(self, worker: int) -> Path:
+        return self.folder / f"{worker}.out"
 
-    def trim(self) -> None:
-        """Give the pages of the lanes no job uses back to the system."""
-        for lane in self._free:
-            for path in (lane.source, lane.result):
+    def trim(self, idle_workers: list[int]) -> None:
+        """Give back the pages of the files of workers that have no job."""
+        for worker in idle_workers:
+            for path in (self.source(worker), self.result(worker)):
                 with contextlib.suppress(FileNotFoundError):
                     os.truncate(path, 0)
 
@@ -359,13 +344,6 @@ def _pread(path: Path, size: int) -> bytearray:
     return data
 
 
-def _call_soon(
-    loop: asyncio.AbstractEventLoop, callback: Callable[[_Lane], None], lane: _Lane
-) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop closed: the service is stopping
-        loop.call_soon_threadsafe(callback, lane)
-
-
 def _remove_abandoned(parent: Path) -> None:
     """Hand-off folders of service processes that died without cleaning up (SIGKILL)."""
     for folder in parent.glob(f"{HANDOFF_PREFIX}*-*"):
@@ -384,8 +362,101 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class WorkerDied(Exception):
+    """The worker process ended (killed, or crashed by a decoder) with a job of ours."""
+
+
+class _Worker:
+    """One image worker process, and the pipe through which it takes jobs one at a time.
+
+    The event loop watches the pipe itself: no thread stands between the service and its
+    workers (a ProcessPoolExecutor's feeder and manager threads cost about 1.3 ms of CPU per
+    upload in wake-ups and pickling), and a worker that dies fails only the job it had.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        # spawn: a fork of a process with running threads (botocore, argon2) is not safe.
+        context = multiprocessing.get_context("spawn")
+        self.pipe, theirs = context.Pipe()
+        self.process = context.Process(
+            target=_serve_jobs, args=(theirs,), name=f"image-worker-{index}", daemon=True
+        )
+        self.process.start()
+        theirs.close()
+        self.answer: asyncio.Future[Any] | None = None  # the job under way, if any
+        self.dead = False
+
+    async def run(self, job: tuple[Callable[..., Any], tuple[Any, ...]]) -> Any:
+        """The job's answer. Raises what the job raised, or WorkerDied.
+
+        A caller cancelled while the worker runs leaves `answer` to arrive all the same: the
+        pipe's next message is that job's, whoever waits for it.
+        """
+        return await asyncio.shield(self._send(job))
+
+    def _send(self, job: tuple[Callable[..., Any], tuple[Any, ...]]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        self.answer = loop.create_future()
+        try:
+            self.pipe.send(job)  # a few hundred bytes: the pipe takes it at once
+        except OSError:
+            self._died()
+            raise WorkerDied from None
+        loop.add_reader(self.pipe.fileno(), self._on_answer)
+        return self.answer
+
+    def _on_answer(self) -> None:
+        try:
+            ok, value = self.pipe.recv()
+        except (EOFError, OSError):
+            self._died()
+            return
+        asyncio.get_running_loop().remove_reader(self.pipe.fileno())
+        answer, self.answer = self.answer, None
+        if answer is not None and not answer.done():
+            if ok:
+                answer.set_result(value)
+            else:
+                answer.set_exception(value)
+
+    def _died(self) -> None:
+        self.dead = True
+        self.detach()
+
+    def detach(self) -> None:
+        """Stop watching the pipe; a job under way fails with WorkerDied."""
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self.pipe.fileno())
+        answer, self.answer = self.answer, None
+        if answer is not None and not answer.done():
+            answer.set_exception(WorkerDied())
+
+    def stop(self) -> None:
+        """Ask the worker to finish, and make sure it does (the loop is no longer watching)."""
+        with contextlib.suppress(OSError):
+            self.pipe.send(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.pipe.close()
+
+
+def _serve_jobs(pipe: Connection) -> None:
+    """A worker process's life: jobs from the pipe, answers back, until told to stop."""
+    _init_worker()
+    while (job := pipe.recv()) is not None:
+        work, args = job
+        try:
+            answer: tuple[bool, Any] = (True, work(*args))
+        except Exception as exc:  # the service raises it, as the executor would have
+            answer = (False, exc)
+        pipe.send(answer)
+
+
 class ImagePool:
-    """A bounded queue in front of worker processes, rebuilt once if a worker dies."""
+    """A bounded queue in front of worker processes; a worker that dies is replaced."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.workers = settings.thumbnail_workers or usable_cpus()
@@ -394,36 +465,34 @@ class ImagePool:
         self._slots = asyncio.Semaphore(settings.thumbnail_queue)
         self._queue_wait = settings.thumbnail_queue_wait
         self._warm_start = settings.thumbnail_warm_start
-        self._executor = self._new_executor()
-        self._rebuild = asyncio.Lock()
-        self._handoff = Handoff(self.workers)
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        # spawn: a fork of a process with running threads (botocore, argon2) is not safe.
-        return ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
-        )
+        self._handoff = Handoff()
+        # Started at the first job that needs them, unless warm_start.
+        self._running: dict[int, _Worker] = {}
+        self._idle = list(range(self.workers))
+        self._available = asyncio.Semaphore(self.workers)
 
     async def start(self) -> None:
         """Start and warm every worker, so the first uploads do not pay for imports."""
-        if not self._warm_start:
-            return  # workers start on demand
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _warm_up) for _ in range(self.workers))
-        )
+        if self._warm_start:
+            await asyncio.gather(*(self._call(_warm_up) for _ in range(self.workers)))
 
     def worker_pids(self) -> list[int]:
         """The live workers' process ids (for operators and the fault tests)."""
-        processes = self._executor._processes or {}  # the executor has no public accessor
-        return [p.pid for p in processes.values() if p.pid is not None]
+        return [w.process.pid for w in self._running.values() if w.process.pid is not None]
 
     def trim_handoff(self) -> None:
-        """Give back the memory the hand-off files hold (see Handoff)."""
-        self._handoff.trim()
+        """Give back the memory the hand-off files of idle workers hold (see Handoff)."""
+        self._handoff.trim(self._idle)
+
+    def stop_watching(self) -> None:
+        """Before close, in the event loop: stop reading the workers' pipes."""
+        for worker in self._running.values():
+            worker.detach()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Stop every worker; blocking, so run it off the event loop."""
+        for worker in self._running.values():
+            worker.stop()
         self._handoff.close()
 
     async def process(self, data: Bytes, media_type: str) -> Processed:
@@ -434,14 +503,11 @@ class ImagePool:
         except TimeoutError:
             raise Overloaded("the image workers are all busy, try again shortly") from None
         try:
-            executor = self._executor
-            try:
-                processed = await self._run(executor, data, media_type)
-            except BrokenProcessPool:
-                await self._replace(executor)
-                raise ImageWorkerFailed(
-                    "an image worker failed while processing this upload; try again"
-                ) from None
+            processed = await self._run(data, media_type)
+        except WorkerDied:
+            raise ImageWorkerFailed(
+                "an image worker failed while processing this upload; try again"
+            ) from None
         finally:
             self._slots.release()
         kind = media_type.removeprefix("image/")
@@ -452,45 +518,53 @@ class ImagePool:
         )
         return processed
 
-    async def _run(self, executor: ProcessPoolExecutor, data: Bytes, media_type: str) -> Processed:
-        lane = await self._handoff.take()
-        try:
-            _pwrite(lane.source, data)
-        except OSError as exc:
-            self._handoff.give_back(lane)
-            log.warning("image hand-off folder unusable (%s); using the pipe", exc.strerror)
-            return await asyncio.wrap_future(
-                executor.submit(process_image, bytes(data), media_type, self._max_pixels)
-            )
-        loop = asyncio.get_running_loop()
-        job = executor.submit(
-            process_image_file,
-            str(lane.source),
-            len(data),
-            str(lane.result),
-            media_type,
-            self._max_pixels,
-        )
-        try:
-            processed, original_size = await asyncio.wrap_future(job)
-            original = _pread(lane.result, original_size)
-        except BaseException:
-            # Failed, or cancelled while the worker runs on: the lane is free once it is done.
-            job.add_done_callback(lambda _: _call_soon(loop, self._handoff.give_back, lane))
-            raise
-        self._handoff.give_back(lane)
-        return dataclasses.replace(processed, original=original)
+    async def _run(self, data: Bytes, media_type: str) -> Processed:
+        async with self._worker() as worker:
+            source, result = self._handoff.source(worker.index), self._handoff.result(worker.index)
+            try:
+                _pwrite(source, data)
+            except OSError as exc:
+                log.warning("image hand-off folder unusable (%s); using the pipe", exc.strerror)
+                job = (process_image, (bytes(data), media_type, self._max_pixels))
+                processed: Processed = await worker.run(job)
+                return processed
+            args = (str(source), len(data), str(result), media_type, self._max_pixels)
+            processed, original_size = await worker.run((process_image_file, args))
+            return dataclasses.replace(processed, original=_pread(result, original_size))
 
-    async def _replace(self, broken: ProcessPoolExecutor) -> None:
-        # Every job in flight sees BrokenProcessPool; only the first replaces the pool.
-        async with self._rebuild:
-            if self._executor is not broken:
-                return
-            log.error("an image worker died; replacing the worker pool")
-            self._metrics.image_pool_rebuilds.inc()
-            self._executor = self._new_executor()
-            broken.shutdown(wait=False, cancel_futures=True)
-            await self.start()
+    async def _call(self, work: Callable[..., Any], *args: Any) -> Any:
+        async with self._worker() as worker:
+            return await worker.run((work, args))
+
+    @asynccontextmanager
+    async def _worker(self) -> AsyncIterator[_Worker]:
+        """A worker with no job, for one job. It takes no other until that job's answer is in,
+        even if the caller is cancelled first: its files and pipe are that job's until then."""
+        await self._available.acquire()
+        index = self._idle.pop()
+        worker = self._running.get(index)
+        if worker is None or worker.dead or not worker.process.is_alive():
+            if worker is not None:  # killed or crashed, with a job or while idle
+                self._replaced(worker)
+            worker = self._running[index] = _Worker(index)
+        try:
+            yield worker
+        finally:
+            if worker.answer is not None:  # the caller was cancelled: the job runs on
+                worker.answer.add_done_callback(lambda answer: self._free(index, answer))
+            else:
+                self._free(index)
+
+    def _free(self, index: int, abandoned: asyncio.Future[Any] | None = None) -> None:
+        if abandoned is not None and not abandoned.cancelled():
+            abandoned.exception()  # nobody waits for it: retrieved, so it is not reported
+        self._idle.append(index)
+        self._available.release()
+
+    def _replaced(self, dead: _Worker) -> None:
+        log.error("image worker %s died; starting a new one", dead.process.pid)
+        self._metrics.image_pool_rebuilds.inc()
+        dead.stop()
 
 
 @asynccontextmanager
@@ -501,4 +575,5 @@ async def open_image_pool(settings: Settings, metrics: Metrics) -> AsyncIterator
         await pool.start()
         yield pool
     finally:
+        pool.stop_watching()
         await asyncio.get_running_loop().run_in_executor(None, pool.close)

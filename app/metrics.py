@@ -112,7 +112,7 @@ class Metrics:
         )
         self.image_pool_rebuilds = Counter(
             "monogram_image_pool_rebuilds",
-            "Times the image worker pool was replaced because a worker died",
+            "Image workers started in place of one that died (killed, or crashed by a decoder)",
             registry=r,
         )
         self.feed_query_seconds = Histogram(

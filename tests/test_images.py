@@ -1,11 +1,13 @@
-"""The image pool's hand-off (app/images.py): bodies reach the workers and come back through
-files in a private tmpfs folder, one lane per worker, reused from job to job."""
+"""The image pool (app/images.py): one pipe per worker, watched by the event loop, and bodies
+that reach the workers and come back through files in a private tmpfs folder, one pair per
+worker, reused from job to job."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ImageRejected
+from app.errors import ImageRejected, ImageWorkerFailed
 from app.images import HANDOFF_PREFIX, Handoff, open_image_pool
 from app.metrics import Metrics
 from app.settings import Settings
@@ -40,30 +42,61 @@ async def test_the_folder_is_private_and_gone_when_the_pool_closes(one_worker: S
     assert not folder.exists()
 
 
-async def test_a_lane_is_reused_only_once_its_worker_is_done_with_it(
+async def test_a_worker_takes_no_other_job_until_its_abandoned_one_is_done(
     one_worker: Settings,
 ) -> None:
-    """A request cancelled while its worker runs leaves the lane busy until the worker ends:
-    another job's result written to that lane meanwhile would be overwritten by the
-    abandoned one's."""
+    """A request cancelled while its worker runs leaves the worker and its files busy until
+    the job ends: another job's answer, read from the same pipe and files meanwhile, would be
+    the abandoned one's."""
     slow = (CORPUS / "apple-heic-gainmap.heic").read_bytes()  # about 0.8 s in a worker
     async with open_image_pool(one_worker, Metrics(None, "test")) as images:
-        handoff = images._handoff
         abandoned = asyncio.create_task(images.process(slow, "image/heic"))
         await asyncio.sleep(0.3)
         assert not abandoned.done()
         abandoned.cancel()
         with pytest.raises(asyncio.CancelledError):
             await abandoned
-        assert handoff._free == [], "the lane was given back while its worker still ran"
+        assert images._idle == [], "the worker was given another job while it still ran"
         after = await images.process(SMALL, "image/jpeg")
         assert (after.width, after.height) == (290, 442)
-        assert len(handoff._free) == 1
+        assert images._idle == [0]
 
 
-async def test_a_refused_image_frees_its_lane(one_worker: Settings) -> None:
+async def test_a_worker_killed_mid_job_fails_that_job_only_and_is_replaced(
+    settings: Settings,
+) -> None:
+    two = settings.with_overrides(thumbnail_workers=2, thumbnail_warm_start=True)
+    slow = (CORPUS / "apple-heic-gainmap.heic").read_bytes()
+    async with open_image_pool(two, Metrics(None, "test")) as images:
+        before = set(images.worker_pids())
+        doomed = asyncio.create_task(images.process(slow, "image/heic"))
+        await asyncio.sleep(0.3)
+        busy = images._running[next(i for i in range(2) if i not in images._idle)]
+        os.kill(busy.process.pid, signal.SIGKILL)
+        with pytest.raises(ImageWorkerFailed):
+            await doomed
+        results = await asyncio.gather(*(images.process(SMALL, "image/jpeg") for _ in range(4)))
+        assert [r.width for r in results] == [290] * 4
+        after = set(images.worker_pids())
+        assert len(after) == 2
+        assert busy.process.pid not in after
+        assert len(before & after) == 1, "the worker that was not killed should have stayed"
+
+
+async def test_a_worker_killed_while_idle_is_replaced_before_its_next_job(
+    one_worker: Settings,
+) -> None:
     async with open_image_pool(one_worker, Metrics(None, "test")) as images:
-        for _ in range(3):  # one lane: a lane kept after a failure would hang the second
+        (pid,) = images.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        assert (await images.process(SMALL, "image/jpeg")).width == 290
+        assert images.worker_pids() != [pid]
+
+
+async def test_a_refused_image_frees_its_worker(one_worker: Settings) -> None:
+    async with open_image_pool(one_worker, Metrics(None, "test")) as images:
+        for _ in range(3):  # one worker: a worker kept busy after a failure would hang the second
             with pytest.raises(ImageRejected):
                 await asyncio.wait_for(
                     images.process((CORPUS / "truncated.jpg").read_bytes(), "image/jpeg"), 30
@@ -80,7 +113,9 @@ async def test_without_a_usable_folder_the_body_goes_through_the_pipe(
         assert (processed.width, processed.height) == (290, 442)
 
 
-async def test_trimming_gives_back_the_pages_of_idle_lanes(one_worker: Settings) -> None:
+async def test_trimming_gives_back_the_pages_of_idle_workers_files(
+    one_worker: Settings,
+) -> None:
     async with open_image_pool(one_worker, Metrics(None, "test")) as images:
         await images.process(SMALL, "image/jpeg")
         files = list(images._handoff.folder.iterdir())
@@ -101,8 +136,7 @@ def test_a_dead_process_folder_is_removed_and_a_live_one_kept() -> None:
         folder.mkdir()
         (folder / "0.in").write_bytes(b"left behind")
     try:
-        handoff = Handoff(1)
-        handoff.close()
+        Handoff().close()
         assert not dead.exists(), "the folder of a process that died was left"
         assert live.exists(), "a running process's folder was removed"
     finally:
