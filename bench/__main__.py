@@ -18,7 +18,7 @@ from bench.data import SIZES, load
 from bench.photos import phone_jpegs
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("thumbnail", "feed-vs-follows", "mix", "upload-storm", "celebrity")
+SCENARIOS = ("thumbnail", "feed-vs-follows", "costs", "mix", "upload-storm", "celebrity")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,14 @@ async def run(chosen: list[str], size_name: str, processes: int, out: Path) -> P
         await ensure_bucket(settings)
         graph, facts["data"] = await load(settings.database_url, size)
         ctx = scenarios.Context(
-            settings, graph, size, photos, budget.step_seconds, processes, backends.pids
+            settings,
+            graph,
+            size,
+            photos,
+            budget.step_seconds,
+            processes,
+            workdir,
+            backends.pids,
         )
         for name in chosen:
             started = time.perf_counter()
@@ -94,6 +101,8 @@ async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[s
         return await asyncio.to_thread(scenarios.thumbnail, ctx, budget.thumbnail_runs)
     if name == "feed-vs-follows":
         return await scenarios.feed_vs_follows(ctx, budget.feed_runs, budget.feed_point_seconds)
+    if name == "costs":
+        return await scenarios.costs(ctx, budget.step_seconds)
     if name == "mix":
         return await scenarios.mix(ctx, budget.mix_start_rate, budget.mix_steps)
     if name == "upload-storm":

@@ -12,9 +12,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import orjson
 
-# The seed's deployment, for the capacity estimate.
-SEED_CORES = 12  # 3 pods x 4 vCPU
-SEED_BANDWIDTH_BYTES = 10e9 / 8  # 10 Gbit/s
+from bench import stack
+from bench.claims import SEED_BANDWIDTH_BYTES, SEED_CORES, claims_lines
+
+# The seed's deployment, for the capacity estimate (bench/claims.py has its cores and network).
 SEED_CONNECTIONS = 100
 SEED_RPS = 1000
 
@@ -76,7 +77,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             (
                 "feed through HTTP at F = 200: >= 1,000 requests/s with p99 < 50 ms",
                 f"{best} requests/s within p99 50 ms; at {top['offered_rate']}/s offered, "
-                f"CPU cores service / PG / S3 / bench: {_cpu_cell(top)}",
+                f"CPU cores ({CPU_LEGEND}): {_cpu_cell(top)}",
                 best >= 1000,
             )
         )
@@ -93,6 +94,15 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         worst = max(s["feed_p99_vs_rest"] for s in storm["steps"])
         rows.append(
             ("feed p99 during the upload storm <= 2x at rest", f"at most {worst}x", worst <= 2)
+        )
+    if costs := results.get("costs"):
+        cpu = costs["operations"]["upload"]["cpu_ms_per_request"]
+        rows.append(
+            (
+                "V0 upload, 2 MB: <= 10 ms of the service process's CPU (image workers apart)",
+                f"{cpu['service']} ms (image workers {cpu['image_workers']} ms)",
+                cpu["service"] <= 10,
+            )
         )
     if celebrity := results.get("celebrity"):
         celeb = celebrity["monogram"]
@@ -165,6 +175,9 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
     for target, measured, met in targets(results):
         lines.append(f"| {target} | {measured} | {'yes' if met else 'NO'} |")
     lines.append("")
+    lines += claims_lines(results)
+    if costs := results.get("costs"):
+        lines += _costs_lines(costs)
     if thumb := results.get("thumbnail"):
         lines += [
             "## thumbnail: CPU ms per image (median)",
@@ -197,7 +210,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         lines += [
             f"## mix: the seed's traffic, {mix['processes']} service processes",
             "",
-            "| offered/s | feed p50/p99/p99.9 ms | upload p50/p99 ms | detail p99 | post p99 | like p99 | errors | dropped | CPU cores: service / PG / S3 / bench | MB/s in / out |",
+            f"| offered/s | feed p50/p99/p99.9 ms | upload p50/p99 ms | detail p99 | post p99 | like p99 | errors | dropped | CPU cores: {CPU_LEGEND} | MB/s in / out |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for s in mix["steps"]:
@@ -216,7 +229,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
             "",
             "Feed only, F = 200 viewers:",
             "",
-            "| offered/s | done/s | p50 / p99 ms | errors | CPU cores: service / PG / S3 / bench |",
+            f"| offered/s | done/s | p50 / p99 ms | errors | CPU cores: {CPU_LEGEND} |",
             "| --- | --- | --- | --- | --- |",
         ]
         for s in mix["feed_http_f200"]:
@@ -231,7 +244,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         lines += [
             f"## upload-storm: uploads ramped under {storm['feed_rate']} feed reads/s (feed p99 at rest {storm['feed_p99_at_rest_ms']} ms)",
             "",
-            "| uploads offered/s | stored/s | upload p99 ms | statuses | 503 p99 ms | feed p99 ms | vs rest | CPU cores: service / PG / S3 / bench |",
+            f"| uploads offered/s | stored/s | upload p99 ms | statuses | 503 p99 ms | feed p99 ms | vs rest | CPU cores: {CPU_LEGEND} |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for s in storm["steps"]:
@@ -274,7 +287,53 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
     return path
 
 
-CPU_PARTS = ("service", "postgresql", "s3", "load_generator")
+CPU_PARTS = stack.CPU_PARTS
+# How the CPU columns name the parts, in CPU_PARTS' order.
+CPU_LEGEND = "service / image workers / balancer / PG / S3 / bench"
+
+
+def _costs_lines(costs: dict[str, Any]) -> list[str]:
+    """Per request: each part's CPU, the bytes through the API, the latency."""
+    parts = " | ".join(f"{p} ms" for p in CPU_LEGEND.split(" / "))
+    lines = [
+        "## costs: one request of each kind, alone, at a light load through the balancer",
+        "",
+        f"| operation | offered/s | p50 / p99 ms | errors | CPU per request: {parts} | API bytes per request |",
+        "| --- | --- | --- | --- |" + " --- |" * len(CPU_PARTS) + " --- |",
+    ]
+    for name, op in costs["operations"].items():
+        cpu = " | ".join(str(op["cpu_ms_per_request"].get(part, "-")) for part in CPU_PARTS)
+        lines.append(
+            f"| {name} | {op['offered_rate']} | {op['p50_ms']} / {op['p99_ms']} | {op['errors']} | "
+            f"{cpu} | {op['api_bytes_per_request']:,} |"
+        )
+    balancer = costs["balancer"]
+    via, direct = balancer["through_the_balancer"], balancer["straight_to_a_process"]
+    feed_bench_ms = costs["operations"]["feed"]["cpu_ms_per_request"]["load_generator"]
+    lines += [
+        "",
+        f"The balancer (Caddy, as `make stack` runs it): feed reads through it p50 "
+        f"{via['p50_ms']} ms / p99 {via['p99_ms']} ms, straight to a service process "
+        f"{direct['p50_ms']} / {direct['p99_ms']} ms in the same step: it adds "
+        f"{balancer['adds_p50_ms']} ms at p50 and costs {balancer['balancer_cpu_ms_per_request']} ms "
+        f"of its CPU per request. Verifying a JWT costs {costs['jwt_verify_us']} us of CPU.",
+        "",
+        f"The load generator (Python, open loop) spends {feed_bench_ms} ms of CPU per feed read: "
+        f"{feed_bench_ms:.2f} cores at 1,000 reads/s, taken from the same two cores as the "
+        "service.",
+    ]
+    native = costs["native_client"]
+    if native["available"]:
+        lines += [
+            "",
+            f"A native client, `hey`, reading the F = 200 feed through the balancer with "
+            f"{native['connections']} connections for {native['seconds']:g} s (a closed loop, "
+            f"the most it can get): {native['reads_per_s']} reads/s, p99 {native['p99_ms']} ms, "
+            f"statuses {native['statuses']}, using {native['client_cpu_cores']} cores itself.",
+        ]
+    else:
+        lines += ["", f"No native client cross-check: {native['why']}."]
+    return [*lines, ""]
 
 
 def _seed_mix_lines(seed: dict[str, Any], ours: dict[str, Any]) -> list[str]:
@@ -283,7 +342,7 @@ def _seed_mix_lines(seed: dict[str, Any], ours: dict[str, Any]) -> list[str]:
         "The same load under the seed's JOIN served through the API (`FEED_QUERY=seed`):",
         "",
         "| step | seed: feed p50 / p99 ms, errors | Monogram: feed p50 / p99 ms, errors | "
-        "seed: upload p99 ms | seed CPU cores: service / PG / S3 / bench |",
+        f"seed: upload p99 ms | seed CPU cores: {CPU_LEGEND} |",
         "| --- | --- | --- | --- | --- |",
     ]
     for theirs, mine in zip(seed["feed_http_f200"], ours["feed_http_f200"], strict=False):

@@ -14,12 +14,16 @@ import io
 import itertools
 import random
 import re
+import resource
+import shutil
 import statistics
+import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -55,6 +59,7 @@ class Context:
     photos: list[bytes]
     step_seconds: float
     processes: int
+    workdir: Path  # the bench's own state (.local/bench)
     # whose CPU the bench reports: each part's processes
     backend_pids: dict[str, tuple[int, ...]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
@@ -84,7 +89,7 @@ def thumbnail(ctx: Context, runs: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name, (data, media_type) in inputs.items():
         jobs = [process_image(data, media_type, 50_000_000) for _ in range(runs)]
-        thumbnails = [_cpu_of(make_thumbnail, job.original) for job in jobs]
+        thumbnails = [_cpu_of(make_thumbnail, bytes(job.original)) for job in jobs]
         naive = [_naive_thumbnail(data) for _ in range(runs)]
         with Image.open(io.BytesIO(data)) as probe:
             megapixels = probe.size[0] * probe.size[1] / 1e6
@@ -288,7 +293,20 @@ async def spare_media(settings: Settings, users: list[int], each: int) -> deque[
     return deque(spare)
 
 
-def services(ctx: Context, exits: ExitStack, **extra: str) -> list[stack.Service]:
+@dataclass(frozen=True)
+class Deployment:
+    """The seed's topology: service processes behind the balancer, which takes all the load."""
+
+    services: list[stack.Service]
+    balancer: stack.Balancer
+    meter: stack.CpuMeter
+
+    @property
+    def url(self) -> str:
+        return self.balancer.url
+
+
+def deploy(ctx: Context, exits: ExitStack, **extra: str) -> Deployment:
     env = {
         "SERVICE_PROCESSES": str(ctx.processes),
         "THUMBNAIL_WORKERS": "1",
@@ -298,11 +316,21 @@ def services(ctx: Context, exits: ExitStack, **extra: str) -> list[stack.Service
         "MAX_UNPOSTED_MEDIA": "1000000",
         **extra,
     }
-    return [exits.enter_context(stack.service(ctx.settings, **env)) for _ in range(ctx.processes)]
+    running = [
+        exits.enter_context(stack.service(ctx.settings, **env)) for _ in range(ctx.processes)
+    ]
+    front = exits.enter_context(stack.balancer(ctx.settings, running, ctx.workdir / "caddy"))
+    pids = {**ctx.backend_pids, "balancer": (front.process.pid,)}
+    return Deployment(running, front, stack.CpuMeter(running, pids))
 
 
 def _cores(spent: dict[str, float], seconds: float) -> dict[str, float]:
     return {role: round(cpu / seconds, 2) for role, cpu in spent.items()}
+
+
+def _service_cpu(spent: dict[str, float]) -> float:
+    """CPU seconds of the service tier: its event loops and its image workers."""
+    return spent["service"] + spent["image_workers"]
 
 
 async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]:
@@ -313,17 +341,17 @@ async def mix(ctx: Context, start_rate: float, max_steps: int) -> dict[str, Any]
 
 async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str) -> dict[str, Any]:
     with ExitStack() as exits:
-        running = services(ctx, exits, FEED_QUERY=feed_query)
+        deployed = deploy(ctx, exits, FEED_QUERY=feed_query)
         traffic = Traffic(
             ctx,
-            [s.url for s in running],
+            [deployed.url],
             await spare_media(
                 ctx.settings,
                 ctx.graph.readers[:200],
                 int(start_rate * 2**max_steps * ctx.step_seconds / 100) + 5,
             ),
         )
-        meter = stack.CpuMeter(running, ctx.backend_pids)
+        meter = deployed.meter
         feed_http = await _feed_at_f200(ctx, traffic, meter)
         steps = []
         rate = start_rate
@@ -332,10 +360,10 @@ async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str)
                 cpu_before = meter.read()
                 step = await open_loop(session, traffic.mix(), rate, ctx.step_seconds)
                 spent = meter.since(cpu_before)
-                cpu = spent["service"]
+                cpu = _service_cpu(spent)
                 summary = step.summary()
                 summary["cpu_cores"] = _cores(spent, step.seconds)
-                summary["service_cpu_cores"] = summary["cpu_cores"]["service"]
+                summary["service_cpu_cores"] = round(cpu / step.seconds, 2)
                 ops = summary["operations"]
                 summary["api_bytes_in_per_s"] = sum(o["bytes_in_per_s"] for o in ops.values())
                 summary["api_bytes_out_per_s"] = sum(o["bytes_out_per_s"] for o in ops.values())
@@ -363,7 +391,7 @@ async def _feed_at_f200(
     ctx: Context, traffic: Traffic, meter: stack.CpuMeter
 ) -> list[dict[str, Any]]:
     """Only feed reads of the F = 200 viewers, at rising rates."""
-    followed = 200 if 200 in ctx.size.follow_points else ctx.size.follow_points[-1]
+    followed = _f200(ctx)
     viewers = [ctx.graph.viewer(followed, kind) for kind in ("active", "quiet")]
     cycle = itertools.cycle(viewers)
 
@@ -378,8 +406,9 @@ async def _feed_at_f200(
             summary = step.summary()["operations"]["feed"]
             summary["offered_rate"] = rate
             summary["followed"] = followed
-            summary["cpu_cores"] = _cores(meter.since(cpu_before), step.seconds)
-            summary["service_cpu_cores"] = summary["cpu_cores"]["service"]
+            spent = meter.since(cpu_before)
+            summary["cpu_cores"] = _cores(spent, step.seconds)
+            summary["service_cpu_cores"] = round(_service_cpu(spent) / step.seconds, 2)
             steps.append(summary)
             if summary["p99_ms"] > 200:
                 break
@@ -388,9 +417,9 @@ async def _feed_at_f200(
 
 async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]) -> dict[str, Any]:
     with ExitStack() as exits:
-        running = services(ctx, exits)
-        traffic = Traffic(ctx, [s.url for s in running], deque())
-        meter = stack.CpuMeter(running, ctx.backend_pids)
+        deployed = deploy(ctx, exits)
+        traffic = Traffic(ctx, [deployed.url], deque())
+        meter = deployed.meter
         async with _session() as session:
             rest = await open_loop(
                 session, [("feed", 1, traffic.feed)], feed_rate, ctx.step_seconds
@@ -407,7 +436,8 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
                 )
                 uploads, feed = step.operations["upload"], step.operations["feed"]
                 feed_p99 = feed.ok_latency.percentile(99) * 1000
-                cores = _cores(meter.since(cpu_before), step.seconds)
+                spent = meter.since(cpu_before)
+                cores = _cores(spent, step.seconds)
                 steps.append(
                     {
                         "upload_rate": upload_rate,
@@ -421,10 +451,155 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
                         "feed_errors": feed.latency.count - feed.ok_latency.count,
                         "feed_p99_vs_rest": round(feed_p99 / max(rest_p99, 1e-3), 2),
                         "cpu_cores": cores,
-                        "service_cpu_cores": cores["service"],
+                        "service_cpu_cores": round(_service_cpu(spent) / step.seconds, 2),
                     }
                 )
     return {"feed_rate": feed_rate, "feed_p99_at_rest_ms": round(rest_p99, 1), "steps": steps}
+
+
+# --- costs: what one request of each kind costs each part ----------------------------------
+
+# Light loads, each operation alone: nothing queues, so latency is the request's own, and the
+# CPU each part spent over the step is that operation's.
+COST_RATES = {"feed": 200, "detail": 200, "like": 100, "post": 30, "upload": 10}
+# The native client's connections: a closed loop, for the most reads a second it can get.
+NATIVE_CONNECTIONS = 8
+
+
+async def costs(ctx: Context, seconds: float) -> dict[str, Any]:
+    """Each of the seed's operations alone through the balancer: per request, the CPU each part
+    spent, the bytes through the API and the latency. Then what the balancer adds to a
+    request, what verifying a JWT costs, and the feed as a native load client sees it."""
+    with ExitStack() as exits:
+        deployed = deploy(ctx, exits)
+        writers = ctx.graph.readers[:100]
+        posts_needed = int(COST_RATES["post"] * seconds / len(writers)) + 3
+        spare = await spare_media(ctx.settings, writers, posts_needed)
+        traffic = Traffic(ctx, [deployed.url], spare)
+        viewers = itertools.cycle([ctx.graph.viewer(_f200(ctx), k) for k in ("active", "quiet")])
+
+        async def feed(session: aiohttp.ClientSession) -> Answer:
+            return await traffic.feed(session, next(viewers))
+
+        operations: dict[str, Operation] = {
+            "feed": feed,
+            "detail": traffic.detail,
+            "like": traffic.like,
+            "post": traffic.post,
+            "upload": traffic.upload,
+        }
+        # What every part spends with no request at all (health checks, samplers, sweeps) is
+        # not any request's: it is measured first and taken off each step.
+        before = deployed.meter.read()
+        await asyncio.sleep(seconds)
+        idle = {part: cpu / seconds for part, cpu in deployed.meter.since(before).items()}
+        measured = {}
+        async with _session() as session:
+            for name, rate in COST_RATES.items():
+                before = deployed.meter.read()
+                step = await open_loop(session, [(name, 1, operations[name])], rate, seconds)
+                spent = deployed.meter.since(before)
+                stats = step.operations[name]
+                done = max(stats.ok_latency.count, 1)
+                measured[name] = {
+                    "offered_rate": rate,
+                    **stats.summary(step.seconds),
+                    "cpu_ms_per_request": {
+                        part: round(max(cpu - idle[part] * step.seconds, 0.0) * 1000 / done, 3)
+                        for part, cpu in spent.items()
+                    },
+                    "api_bytes_per_request": round((stats.sent + stats.received) / done),
+                }
+            balancer = await _balancer_cost(ctx, session, deployed, seconds, idle["balancer"])
+        native = await asyncio.to_thread(
+            _native_feed, deployed.url, ctx.auth(ctx.graph.viewer(_f200(ctx), "active")), seconds
+        )
+    return {
+        "idle_cpu_cores": {part: round(cores, 3) for part, cores in idle.items()},
+        "operations": measured,
+        "balancer": balancer,
+        "jwt_verify_us": _jwt_verify_us(ctx),
+        "native_client": native,
+    }
+
+
+def _f200(ctx: Context) -> int:
+    """F = 200, or the largest F of a size without it."""
+    return 200 if 200 in ctx.size.follow_points else ctx.size.follow_points[-1]
+
+
+async def _balancer_cost(
+    ctx: Context,
+    session: aiohttp.ClientSession,
+    deployed: Deployment,
+    seconds: float,
+    idle_cores: float,
+) -> dict[str, Any]:
+    """The same feed reads through the balancer and straight to a service process, mixed in
+    one step: the difference of their latencies is what the balancer adds."""
+    viewer = ctx.graph.viewer(_f200(ctx), "active")
+    through = Traffic(ctx, [deployed.url], deque())
+    straight = Traffic(ctx, [deployed.services[0].url], deque())
+
+    async def balanced(session: aiohttp.ClientSession) -> Answer:
+        return await through.feed(session, viewer)
+
+    async def direct(session: aiohttp.ClientSession) -> Answer:
+        return await straight.feed(session, viewer)
+
+    before = deployed.meter.read()
+    both: list[tuple[str, float, Operation]] = [("balanced", 1, balanced), ("direct", 1, direct)]
+    step = await open_loop(session, both, 100, seconds)
+    spent = deployed.meter.since(before)
+    via, around = step.operations["balanced"].ok_latency, step.operations["direct"].ok_latency
+    return {
+        "through_the_balancer": via.summary_ms(),
+        "straight_to_a_process": around.summary_ms(),
+        "adds_p50_ms": round((via.percentile(50) - around.percentile(50)) * 1000, 2),
+        "adds_p99_ms": round((via.percentile(99) - around.percentile(99)) * 1000, 2),
+        "balancer_cpu_ms_per_request": round(
+            max(spent["balancer"] - idle_cores * step.seconds, 0.0) * 1000 / max(via.count, 1), 3
+        ),
+    }
+
+
+def _jwt_verify_us(ctx: Context, runs: int = 5000) -> float:
+    """CPU microseconds to verify one access token (HS256, with its claims checked)."""
+    tokens = Tokens(ctx.settings)
+    user = ctx.graph.readers[0]
+    token = tokens.issue(user, ctx.graph.token_keys[user])
+    started = time.process_time()
+    for _ in range(runs):
+        tokens.verify(token)
+    return round((time.process_time() - started) / runs * 1e6, 1)
+
+
+def _native_feed(url: str, auth: dict[str, str], seconds: float) -> dict[str, Any]:
+    """Feed reads by `hey` (a Go load client, Debian's package), when it is installed: a
+    cross-check of what the Python load generator sees, and of what it costs."""
+    hey = shutil.which("hey")
+    if hey is None:
+        return {"available": False, "why": "hey is not installed (apt-get install hey)"}
+    header = f"Authorization: {auth['Authorization']}"
+    command = [hey, "-z", f"{seconds:g}s", "-c", str(NATIVE_CONNECTIONS), "-H", header]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = subprocess.run(
+        [*command, f"{url}/v1/feed"], capture_output=True, text=True, timeout=seconds + 60
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", run.stdout)
+    p99 = re.search(r"99%+ in ([\d.]+) secs", run.stdout)
+    statuses = {code: int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", run.stdout)}
+    return {
+        "available": True,
+        "connections": NATIVE_CONNECTIONS,
+        "seconds": seconds,
+        "reads_per_s": float(rate.group(1)) if rate else None,
+        "p99_ms": round(float(p99.group(1)) * 1000, 1) if p99 else None,
+        "statuses": statuses,
+        "client_cpu_cores": round(cpu / seconds, 2),
+    }
 
 
 # Uploads and post creations that run during the celebrity burst, as the seed's failure
@@ -439,16 +614,18 @@ async def celebrity(ctx: Context) -> dict[str, Any]:
 
 async def _celebrity_burst(ctx: Context, feed_query: str) -> dict[str, Any]:
     with ExitStack() as exits:
-        running = services(ctx, exits, FEED_QUERY=feed_query)
-        urls = [s.url for s in running]
+        deployed = deploy(ctx, exits, FEED_QUERY=feed_query)
+        urls = [s.url for s in deployed.services]  # each process's /metrics, for the pool waits
         writers = ctx.graph.readers[:CELEBRITY_WRITES]
-        traffic = Traffic(ctx, urls, await spare_media(ctx.settings, writers, 1))
+        traffic = Traffic(ctx, [deployed.url], await spare_media(ctx.settings, writers, 1))
         async with _session(limit=0) as session:
             stored = await traffic.upload(session, ctx.graph.celebrity)
             media_id = await _latest_media(ctx.settings, ctx.graph.celebrity)
             headers = {**ctx.auth(ctx.graph.celebrity), "Content-Type": "application/json"}
             async with session.post(
-                f"{urls[0]}/v1/posts", data=orjson.dumps({"media_id": media_id}), headers=headers
+                f"{deployed.url}/v1/posts",
+                data=orjson.dumps({"media_id": media_id}),
+                headers=headers,
             ) as response:
                 posted = response.status
                 post_id = (await response.json())["id"] if posted == 201 else None
@@ -466,7 +643,7 @@ async def _celebrity_burst(ctx: Context, feed_query: str) -> dict[str, Any]:
                 },
             )
             sampling.cancel()
-        first_page_has_it = await _first_page_has(ctx, urls[0], followers[0], post_id)
+        first_page_has_it = await _first_page_has(ctx, deployed.url, followers[0], post_id)
     feed = result.operations["feed"]
     return {
         "feed_query": feed_query,

@@ -22,8 +22,9 @@ import psutil
 
 from app.auth import Tokens
 from app.devstack.postgres import EmbeddedPostgres
-from app.devstack.runner import answers_ready
+from app.devstack.runner import answers_ready, stop_service
 from app.devstack.s3 import REGION, EmbeddedS3
+from app.devstack.stack import start_balancer
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +42,13 @@ class Service:
     url: str
     process: subprocess.Popen[bytes]
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the service process and its image workers."""
-        return tree_cpu_seconds(self.process.pid)
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time of the service process itself, and of its image workers."""
+        own = 0.0
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(self.process.pid).cpu_times()
+            own = times.user + times.system
+        return own, tree_cpu_seconds(self.process.pid) - own
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -58,20 +63,26 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+# The parts whose CPU a load step reports, in the order the report shows them.
+CPU_PARTS = ("service", "image_workers", "balancer", "postgresql", "s3", "load_generator")
+
+
 @dataclass(frozen=True)
 class CpuMeter:
-    """CPU seconds spent so far by each part of the bench's machine: the service processes,
-    PostgreSQL and S3 when the bench started them, and this load generator. A step's share
-    of each shows which part ran out of cores first."""
+    """CPU seconds spent so far by each part of the bench's machine: the service processes
+    (their event loops, and their image workers apart), the balancer, PostgreSQL and S3 when
+    the bench started them, and this load generator. A step's share of each shows which
+    part ran out of cores first."""
 
     services: list[Service]
-    backend_pids: Mapping[str, tuple[int, ...]]
+    other_pids: Mapping[str, tuple[int, ...]]
 
     def read(self) -> dict[str, float]:
-        spent = {"service": sum(s.cpu_seconds() for s in self.services)}
+        loops, workers = zip(*(s.cpu_seconds() for s in self.services), strict=True)
+        spent = {"service": sum(loops), "image_workers": sum(workers)}
         spent |= {
             role: sum(tree_cpu_seconds(pid) for pid in pids)
-            for role, pids in self.backend_pids.items()
+            for role, pids in self.other_pids.items()
         }
         spent["load_generator"] = time.process_time()
         return spent
@@ -150,12 +161,30 @@ def service(settings: Settings, **env: str) -> Iterator[Service]:
         _wait_until_ready(url, process)
         yield Service(url, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_service(process, 25)
+
+
+@dataclass
+class Balancer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def balancer(settings: Settings, services: list[Service], state_dir: Path) -> Iterator[Balancer]:
+    """The seed's load balancer in front of `services`: make stack's Caddy, round robin."""
+    port = free_port()
+    upstreams = " ".join(s.url.removeprefix("http://") for s in services)
+    here = settings.with_overrides(host="127.0.0.1", port=port)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / "caddy.log").open("ab") as log:  # its log, out of the bench's output
+        process = start_balancer(here, upstreams, state_dir, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(url, process)
+        yield Balancer(url, process)
+    finally:
+        stop_service(process, 25)
 
 
 def tokens(settings: Settings) -> Tokens:

@@ -67,13 +67,39 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         assert step["operations"]["upload"]["statuses"].get("201", 0) > 0
         assert step["service_cpu_cores"] > 0
         # The bench started PostgreSQL and S3 itself, so it can say what each of them used.
-        assert set(step["cpu_cores"]) == {"service", "postgresql", "s3", "load_generator"}
+        assert set(step["cpu_cores"]) == {
+            "service",
+            "image_workers",
+            "balancer",
+            "postgresql",
+            "s3",
+            "load_generator",
+        }
         feed_only = result["feed_http_f200"][0]
         assert feed_only["ok"] > 0
         # Hundreds of feed reads a second keep each part busy; the mix's first tiny step is
         # too light to show PostgreSQL's share at two decimals.
         assert feed_only["cpu_cores"]["postgresql"] > 0
         assert feed_only["cpu_cores"]["load_generator"] > 0
+    elif scenario == "costs":
+        ops = result["operations"]
+        assert set(ops) == {"feed", "detail", "like", "post", "upload"}
+        for name, op in ops.items():
+            assert op["errors"] == 0, (name, op["statuses"])
+            assert op["ok"] > 0
+            assert op["cpu_ms_per_request"]["service"] > 0, name
+        upload = ops["upload"]
+        assert upload["cpu_ms_per_request"]["image_workers"] > 0
+        assert upload["api_bytes_per_request"] > 1_000_000  # the 2 MB body through the API
+        # The load went through the balancer, which said what it adds.
+        assert ops["feed"]["cpu_ms_per_request"]["balancer"] > 0
+        assert result["balancer"]["through_the_balancer"]["count"] > 0
+        assert result["balancer"]["straight_to_a_process"]["count"] > 0
+        assert result["jwt_verify_us"] > 0
+        native = result["native_client"]
+        if native["available"]:
+            assert native["reads_per_s"] > 0
+            assert set(native["statuses"]) == {"200"}
     elif scenario == "upload-storm":
         assert result["feed_p99_at_rest_ms"] > 0
         assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])
@@ -99,6 +125,26 @@ def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
     assert "## Targets" in text
     assert "## Capacity of the seed's deployment" in text
     assert "`FEED_QUERY=seed`" in text  # the seed's JOIN beside Monogram's query
+    # Every figure the seed states, beside this run's, with what it means for the seed's
+    # deployment; the V1 figures say they are not measured yet.
+    claims = text.split("## The seed's claims", 1)[1].split("\n## ", 1)[0]
+    for claim in (
+        "requests/s in all",
+        "uploads/s the service tier sustains",
+        "uploads/s before API bandwidth runs out",
+        "share of the service tier's CPU at 100 uploads/s",
+        "thumbnail, 150 px",
+        "feed p99 at F",
+        "post creation",
+        "like",
+        "JWT validation",
+        "the load balancer's added latency",
+        "S3 GETs for images",
+        "presigning an upload URL",
+    ):
+        assert f"| {claim}" in claims, claim
+    assert claims.count("not measured yet") == 3
+    assert "## costs" in text
     for plot in ("feed-vs-follows", "mix", "upload-storm", "celebrity"):
         (png,) = tiny_run.glob(f"{plot}-*.png")
         assert png.read_bytes().startswith(b"\x89PNG")

@@ -26,6 +26,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from prometheus_client import multiprocess
 
@@ -150,8 +151,32 @@ class Fleet:
         return ServiceProcess(name, port, process, time.monotonic())
 
 
+def start_balancer(
+    settings: Settings, upstreams: str, state_dir: Path, output: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Caddy on settings.host:settings.port, round robin over `upstreams` (host:port ...);
+    its log goes to `output` (default: this process's)."""
+    return subprocess.Popen(
+        [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        env={
+            **os.environ,
+            "PORT": str(settings.port),
+            "BALANCER_HOST": settings.host,
+            # The largest file the service takes, and the multipart framing around it.
+            "BALANCER_MAX_BODY": str(settings.max_upload_bytes + FRAMING_ALLOWANCE),
+            "MONOGRAM_UPSTREAMS": upstreams,
+            # Caddy keeps a little state of its own; there, not in the home directory.
+            "XDG_DATA_HOME": str(state_dir),
+            "XDG_CONFIG_HOME": str(state_dir),
+        },
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+    )
+
+
 def run_stack(settings: Settings, processes: int) -> int:
-    caddy = caddy_binary()
+    caddy_binary()  # says how to install Caddy before anything starts
     stopping = stop_on_signals()
     local_dir = settings.local_dir.resolve()
     with ExitStack() as stack:
@@ -173,21 +198,7 @@ def run_stack(settings: Settings, processes: int) -> int:
         if not fleet.wait_until_ready(stopping):
             return 0 if stopping.is_set() else 1
 
-        balancer = subprocess.Popen(
-            [caddy, "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
-            env={
-                **os.environ,
-                "PORT": str(settings.port),
-                "BALANCER_HOST": settings.host,
-                # The largest file the service takes, and the multipart framing around it.
-                "BALANCER_MAX_BODY": str(settings.max_upload_bytes + FRAMING_ALLOWANCE),
-                "MONOGRAM_UPSTREAMS": fleet.upstreams,
-                # Caddy keeps a little state of its own; here, not in the home directory.
-                "XDG_DATA_HOME": str(local_dir / "caddy"),
-                "XDG_CONFIG_HOME": str(local_dir / "caddy"),
-            },
-            stdin=subprocess.DEVNULL,
-        )
+        balancer = start_balancer(settings, fleet.upstreams, local_dir / "caddy")
         # Stopped first: requests in flight through it finish, then the processes stop.
         stack.callback(stop_service, balancer, 30.0)
         if not wait_until_ready(fleet.balancer_url, balancer, stopping):
