@@ -15,9 +15,9 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
-from app import buffers  # noqa: F401 - bytearray bodies are sent without a copy
 from app.errors import AppError, StorageRefused, StorageTimeout, StorageUnavailable
 from app.metrics import Metrics
+from app.s3put import ObjectPutter
 from app.settings import Settings
 from app.uploads import Bytes
 
@@ -51,6 +51,8 @@ class Storage:
     deadline: float | None = None
     # Deletes of objects whose upload failed, running after the client has its answer.
     cleanups: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    # The upload's PUTs without aiobotocore's per-call cost (app/s3put.py); None: the client.
+    putter: ObjectPutter | None = None
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         if self.metrics is None:
@@ -125,15 +127,16 @@ class Storage:
             await asyncio.wait(self.cleanups, timeout=self.deadline)
 
     async def _put(self, stored: StoredObject) -> None:
+        if self.putter is not None:
+            put = self.putter.put(stored.key, stored.body, stored.content_type, CACHE_FOREVER)
+            await self._call("PutObject", put)
+            return
         await self._call(
             "PutObject",
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=stored.key,
-                # A bytearray is sent from its buffer (app/buffers.py). Bytes would be wrapped in
-                # a BytesIO by botocore, which aiohttp copies whole and sends in 64 kB pieces; a
-                # file-like body costs a thread hop per 64 kB.
-                Body=stored.body if isinstance(stored.body, bytearray) else io.BytesIO(stored.body),
+                Body=io.BytesIO(stored.body),
                 ContentLength=len(stored.body),
                 ContentType=stored.content_type,
                 CacheControl=CACHE_FOREVER,
@@ -170,16 +173,19 @@ def client_config(settings: Settings) -> AioConfig:
     )
 
 
-@asynccontextmanager
-async def s3_client(settings: Settings) -> AsyncIterator[Any]:
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.s3_region,
+def _session(settings: Settings) -> aioboto3.Session:
+    # Keys given in the settings, else botocore's own chain (environment, instance role...).
+    return aioboto3.Session(
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
-        config=client_config(settings),
+        region_name=settings.s3_region,
+    )
+
+
+@asynccontextmanager
+async def s3_client(settings: Settings) -> AsyncIterator[Any]:
+    async with _session(settings).client(
+        "s3", endpoint_url=settings.s3_endpoint_url, config=client_config(settings)
     ) as client:
         yield client
 
@@ -189,19 +195,35 @@ async def open_storage(
     settings: Settings, metrics: Metrics | None = None
 ) -> AsyncIterator[Storage]:
     """The bucket for as long as the block runs; deletes still running are awaited at its end."""
-    async with s3_client(settings) as client:
+    session = _session(settings)
+    config = client_config(settings)
+    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as client:
+        credentials = await session.get_credentials()
+        putter = None
+        if credentials is not None:  # else every call fails as the client's would: no keys
+            putter = ObjectPutter(
+                settings.s3_endpoint_url,
+                settings.s3_region,
+                settings.s3_bucket,
+                credentials,
+                config,
+                settings.s3_timeout,
+            )
         storage = Storage(
             client,
             settings.s3_bucket,
             settings.public_base_url,
             metrics,
             deadline=settings.s3_deadline,
+            putter=putter,
         )
         log.info("s3 client ready", extra={"bucket": settings.s3_bucket})
         try:
             yield storage
         finally:
             await storage.finish_cleanups()
+            if putter is not None:
+                await putter.close()
 
 
 async def ensure_bucket(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,9 +12,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app.devstack.s3 import MIRROR_MARKER, BucketMirror, EmbeddedS3
+from app.errors import StorageRefused
 from app.keys import STORAGE
 from app.settings import Settings
-from app.storage import ensure_bucket
+from app.storage import CACHE_FOREVER, StoredObject, ensure_bucket, open_storage
 from tests.helpers import free_port
 
 Client = TestClient[web.Request, web.Application]
@@ -85,3 +87,36 @@ def test_the_mirror_restores_every_object_and_forgets_deleted_ones(tmp_path: Pat
         assert sorted(item["Key"] for item in listed) == sorted([*keys, MIRROR_MARKER])
     finally:
         second.stop()
+
+
+async def test_the_uploads_put_path_stores_what_the_client_reads_back(
+    settings: Settings, bucket: str
+) -> None:
+    """The upload's PUTs skip aiobotocore (app/s3put.py) but sign and address as it does."""
+    async with open_storage(settings) as storage:
+        assert storage.putter is not None
+        body = bytearray(b"\xff\xd8\xff" + bytes(range(256)) * 9000)  # 2.3 MB, from its buffer
+        keys = ["media/9/odd name+%.jpg", "media/9/t.jpg"]
+        await storage.put_all(
+            [
+                StoredObject(keys[0], body, "image/jpeg"),
+                StoredObject(keys[1], b"small", "image/png"),
+            ]
+        )
+        stored = await storage.client.get_object(Bucket=storage.bucket, Key=keys[0])
+        assert await stored["Body"].read() == bytes(body)
+        assert stored["ContentType"] == "image/jpeg"
+        assert stored["CacheControl"] == CACHE_FOREVER
+        small = await storage.client.get_object(Bucket=storage.bucket, Key=keys[1])
+        assert await small["Body"].read() == b"small"
+
+
+async def test_a_put_with_the_wrong_secret_is_refused_once_and_not_retried(
+    settings: Settings, bucket: str
+) -> None:
+    wrong = settings.with_overrides(s3_secret_access_key="not-the-secret", s3_deadline=5.0)
+    async with open_storage(wrong) as storage:
+        started = time.monotonic()
+        with pytest.raises(StorageRefused):
+            await storage.put_all([StoredObject("media/9/x.jpg", b"x", "image/jpeg")])
+        assert time.monotonic() - started < 0.9, "a 403 was retried with backoff"
