@@ -353,6 +353,12 @@ async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str)
         )
         meter = deployed.meter
         feed_http = await _feed_at_f200(ctx, traffic, meter)
+        # The same reads straight to the service processes: what the balancer costs in capacity
+        # when it shares the machine's cores (the seed's ALB is a tier of its own).
+        direct = []
+        if feed_query == "monogram":
+            around = Traffic(ctx, [s.url for s in deployed.services], deque())
+            direct = await _feed_at_f200(ctx, around, meter)
         steps = []
         rate = start_rate
         async with _session() as session:
@@ -384,6 +390,7 @@ async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str)
         "steps": steps,
         "highest_rate_within_slo": passed[-1]["offered_rate"] if passed else None,
         "feed_http_f200": feed_http,
+        "feed_http_f200_direct": direct,
     }
 
 

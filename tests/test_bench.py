@@ -75,6 +75,9 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
             "s3",
             "load_generator",
         }
+        # The same reads straight to the processes say what the balancer costs in capacity.
+        assert result["feed_http_f200_direct"][0]["ok"] > 0
+        assert result["seed"]["feed_http_f200_direct"] == []
         feed_only = result["feed_http_f200"][0]
         assert feed_only["ok"] > 0
         # Hundreds of feed reads a second keep each part busy; the mix's first tiny step is
