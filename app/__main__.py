@@ -14,6 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the service against DATABASE_URL and S3_ENDPOINT_URL")
+    commands.add_parser(
+        "worker", help="take V1 media jobs from the queue and process them (SIGTERM stops it)"
+    )
     commands.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
     commands.add_parser(
         "init-bucket", help="create S3_BUCKET if missing and make its objects publicly readable"
@@ -63,6 +66,12 @@ def main(argv: list[str] | None = None) -> None:
         from app.main import serve
 
         serve(settings)
+    elif args.command == "worker":
+        from app import worker
+
+        if not settings.database_url:
+            raise SystemExit("DATABASE_URL is not set: point it at PostgreSQL, or use `make run`")
+        worker.run(settings)
     elif args.command == "migrate":
         from app.migrations import migrate
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosql
 import asyncpg
+import orjson
 
 from app.errors import Conflict, DatabaseBusy, DatabaseTimeout, DatabaseUnavailable
 from app.settings import Settings
@@ -59,8 +60,19 @@ async def open_pool(settings: Settings) -> asyncpg.Pool:
         max_inactive_connection_lifetime=60.0,
         server_settings={"application_name": "monogram"},
         reset=keep_session,
+        init=json_codec,
     )
     return await pool
+
+
+async def json_codec(conn: asyncpg.Connection) -> None:
+    """jsonb columns as Python values (media.renditions), not as text."""
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: orjson.dumps(value).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

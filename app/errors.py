@@ -104,6 +104,33 @@ class UnpostedLimit(Conflict):
     label = "unposted_limit"
 
 
+class UploadNotReceived(Conflict):
+    """Completing a presigned upload whose file has not reached the store."""
+
+    code = "upload_not_received"
+    label = "not_received"
+
+
+class MediaNotReady(Conflict):
+    """A post of media still processing, or that failed."""
+
+    code = "media_not_ready"
+    label = "media_not_ready"
+
+
+class Gone(AppError):
+    status = 410
+    code = "gone"
+    label = "gone"
+
+
+class UploadExpired(Gone):
+    """Completing a presigned upload after it expired and what it sent was swept."""
+
+    code = "upload_expired"
+    label = "expired"
+
+
 class TooLarge(AppError):
     status = 413
     code = "payload_too_large"
@@ -128,6 +155,13 @@ class Invalid(AppError):
     status = 422
     code = "invalid"
     label = "invalid"
+
+
+class SizeMismatch(Invalid):
+    """A presigned upload whose stored file is not the size the client declared."""
+
+    code = "size_mismatch"
+    label = "size_mismatch"
 
 
 class IdempotencyKeyReused(Invalid):

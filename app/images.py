@@ -62,6 +62,14 @@ class Thumbnail:
 
 
 @dataclass(frozen=True, slots=True)
+class Rendition:
+    data: bytes  # JPEG, sRGB, at most `size` px on its longest side
+    size: int  # the longest side asked for
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
 class Processed:
     width: int  # as displayed, after orientation
     height: int
@@ -70,6 +78,7 @@ class Processed:
     thumbnail: Thumbnail
     cpu_seconds: float
     seconds: float  # wall time in the worker
+    renditions: tuple[Rendition, ...] = ()  # the larger sizes V1's worker serves (600, 1080 px)
 
 
 # --- in the worker process ----------------------------------------------------------
@@ -98,8 +107,11 @@ def _warm_up() -> int:
     return os.getpid()
 
 
-def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
-    """All the CPU work of one upload. Runs in a worker process."""
+def process_image(
+    data: bytes, media_type: str, max_pixels: int, renditions: tuple[int, ...] = ()
+) -> Processed:
+    """All the CPU work of one upload, with a rendition for each size in `renditions`. Runs in
+    a worker process."""
     import pyvips
 
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -121,6 +133,7 @@ def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
                 original = _upright_png(data)
             original_type = media_type
         thumbnail = make_thumbnail(original)
+        larger = tuple(make_rendition(original, size) for size in renditions)
     except (pyvips.Error, UnicodeDecodeError):  # pyvips fails to decode some libvips errors
         raise ImageRejected("the image cannot be decoded: it is truncated or corrupt") from None
     return Processed(
@@ -131,11 +144,17 @@ def process_image(data: bytes, media_type: str, max_pixels: int) -> Processed:
         thumbnail,
         time.process_time() - started_cpu,
         time.perf_counter() - started,
+        larger,
     )
 
 
 def process_image_file(
-    source: str, size: int, result: str, media_type: str, max_pixels: int
+    source: str,
+    size: int,
+    result: str,
+    media_type: str,
+    max_pixels: int,
+    renditions: tuple[int, ...] = (),
 ) -> tuple[Processed, int]:
     """process_image on the first `size` bytes of the file `source`. Runs in a worker process.
 
@@ -144,7 +163,7 @@ def process_image_file(
     """
     with open(source, "rb") as file:
         data = file.read(size)
-    processed = process_image(data, media_type, max_pixels)
+    processed = process_image(data, media_type, max_pixels, renditions)
     _pwrite(Path(result), processed.original)
     return dataclasses.replace(processed, original=b""), len(processed.original)
 
@@ -236,27 +255,41 @@ def make_thumbnail(image_bytes: bytes) -> Thumbnail:
 
     libvips' errors propagate: process_image turns them into ImageRejected.
     """
+    thumb = _downscale(image_bytes, THUMBNAIL_SIZE)
+    thumb = thumb.copy_memory()  # decoded once, read twice: by the JPEG and by the BlurHash
+    data: bytes = thumb.jpegsave_buffer(Q=THUMBNAIL_QUALITY, keep="none")
+    return Thumbnail(data, thumb.width, thumb.height, blurhash(thumb))
+
+
+def make_rendition(image_bytes: bytes, size: int) -> Rendition:
+    """A JPEG of at most `size` px on its longest side, made as the thumbnail is."""
+    image = _downscale(image_bytes, size)
+    data: bytes = image.jpegsave_buffer(Q=RENDITION_QUALITY, keep="none", optimize_coding=True)
+    return Rendition(data, size, image.width, image.height)
+
+
+def _downscale(image_bytes: bytes, size: int) -> pyvips.Image:
+    """At most `size` px on its longest side (never enlarged), upright, sRGB, alpha flattened
+    onto white, with shrink-on-load."""
     import pyvips
 
     # Only an embedded profile needs a colour transform; one to sRGB from an image that
     # is sRGB already would cost a seventh of the thumbnail's CPU.
     header = pyvips.Image.new_from_buffer(image_bytes, "", access="sequential")
     profile = {"export_profile": "srgb"} if header.get_typeof("icc-profile-data") else {}
-    thumb = pyvips.Image.thumbnail_buffer(
+    image = pyvips.Image.thumbnail_buffer(
         image_bytes,
-        THUMBNAIL_SIZE,
-        height=THUMBNAIL_SIZE,
+        size,
+        height=size,
         size="down",  # never upscaled
         option_string="fail_on=truncated",
         **profile,
     )
-    if thumb.hasalpha():
-        thumb = thumb.flatten(background=[255, 255, 255])
-    if thumb.interpretation != "srgb":
-        thumb = thumb.colourspace("srgb")
-    thumb = thumb.copy_memory()  # decoded once, read twice: by the JPEG and by the BlurHash
-    data: bytes = thumb.jpegsave_buffer(Q=THUMBNAIL_QUALITY, keep="none")
-    return Thumbnail(data, thumb.width, thumb.height, blurhash(thumb))
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    if image.interpretation != "srgb":
+        image = image.colourspace("srgb")
+    return image
 
 
 def blurhash(image: pyvips.Image) -> str:
@@ -495,7 +528,9 @@ class ImagePool:
             worker.stop()
         self._handoff.close()
 
-    async def process(self, data: Bytes, media_type: str) -> Processed:
+    async def process(
+        self, data: Bytes, media_type: str, renditions: tuple[int, ...] = ()
+    ) -> Processed:
         submitted = time.perf_counter()
         try:
             async with asyncio.timeout(self._queue_wait):
@@ -503,7 +538,7 @@ class ImagePool:
         except TimeoutError:
             raise Overloaded("the image workers are all busy, try again shortly") from None
         try:
-            processed = await self._run(data, media_type)
+            processed = await self._run(data, media_type, renditions)
         except WorkerDied:
             raise ImageWorkerFailed(
                 "an image worker failed while processing this upload; try again"
@@ -518,17 +553,17 @@ class ImagePool:
         )
         return processed
 
-    async def _run(self, data: Bytes, media_type: str) -> Processed:
+    async def _run(self, data: Bytes, media_type: str, renditions: tuple[int, ...]) -> Processed:
         async with self._worker() as worker:
             source, result = self._handoff.source(worker.index), self._handoff.result(worker.index)
             try:
                 _pwrite(source, data)
             except OSError as exc:
                 log.warning("image hand-off folder unusable (%s); using the pipe", exc.strerror)
-                job = (process_image, (bytes(data), media_type, self._max_pixels))
+                job = (process_image, (bytes(data), media_type, self._max_pixels, renditions))
                 processed: Processed = await worker.run(job)
                 return processed
-            args = (str(source), len(data), str(result), media_type, self._max_pixels)
+            args = (str(source), len(data), str(result), media_type, self._max_pixels, renditions)
             processed, original_size = await worker.run((process_image_file, args))
             return dataclasses.replace(processed, original=_pread(result, original_size))
 

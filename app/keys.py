@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from app.lifecycle import Lifecycle
     from app.metrics import Metrics
     from app.passwords import Passwords
+    from app.queue import JobQueue
     from app.ratelimit import AccountThrottles, RateLimiter
     from app.storage import Storage
     from app.uploads import ByteBudget
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+QUEUE: web.AppKey[JobQueue] = web.AppKey("queue")
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
 TOKEN_KEYS: web.AppKey[TokenKeys] = web.AppKey("token_keys")

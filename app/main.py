@@ -46,6 +46,7 @@ from app.resources import (
     memory_ctx,
     metrics_ctx,
     passwords_ctx,
+    queue_ctx,
     storage_ctx,
     sweeps_ctx,
 )
@@ -95,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(queue_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(images_ctx)
     app.cleanup_ctx.append(memory_ctx)

@@ -6,6 +6,8 @@
 4. PostgreSQL connections: this pool's size, in use and waiting; the server's, sampled.
 5. S3 request duration by operation and outcome.
 6. Upload outcomes by result.
+And for V1: media jobs by outcome and duration, the time from complete to ready, the queue's
+depth and the age of its oldest job.
 
 With several service processes, set PROMETHEUS_MULTIPROC_DIR (an empty directory,
 the same for all) before they start: every process writes its samples there and
@@ -38,6 +40,7 @@ from app.keys import METRICS
 
 if TYPE_CHECKING:
     from app.db import Database
+    from app.queue import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,41 @@ class Metrics:
             registry=r,
         )
 
+        # V1: the media job queue and its workers.
+        self.media_jobs = Counter(
+            "monogram_media_jobs",
+            "Media jobs handled by the workers, by outcome (ready, failed, retried, already done, "
+            "gone: deleted before its turn)",
+            ["outcome"],
+            registry=r,
+        )
+        self.media_job_seconds = Histogram(
+            "monogram_media_job_duration_seconds",
+            "Time a worker spent on one media job",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.media_ready_seconds = Histogram(
+            "monogram_media_ready_seconds",
+            "Time from a V1 upload's complete (202) to its media being ready",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.media_queue_jobs = Gauge(
+            "monogram_media_queue_jobs",
+            "Media jobs in the queue, waiting or taken by a worker (SQS's approximate counts); "
+            "sampled",
+            ["state"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.media_backlog_seconds = Gauge(
+            "monogram_media_backlog_age_seconds",
+            "Age of the oldest media still processing, since its upload was completed; sampled",
+            multiprocess_mode="max",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
@@ -245,6 +283,24 @@ async def sample_database(database: Database, metrics: Metrics) -> None:
             metrics.server_max_connections.set(int(max_connections))
         except Exception as exc:  # down or busy: /readyz says so, the next sample will tell
             log.debug("connection sample skipped: %s", type(exc).__name__)
+        await asyncio.sleep(SERVER_SAMPLE_SECONDS)
+
+
+async def sample_media_queue(database: Database, queue: JobQueue, metrics: Metrics) -> None:
+    """The media queue's depth and the age of its oldest job, every few seconds."""
+    while True:
+        try:
+            waiting, taken = await queue.depth()
+            metrics.media_queue_jobs.labels("waiting").set(waiting)
+            metrics.media_queue_jobs.labels("in_flight").set(taken)
+        except Exception as exc:  # the queue is down: the next sample will tell
+            log.debug("queue sample skipped: %s", type(exc).__name__)
+        try:
+            async with database.connection() as conn:
+                age = await db.queries.oldest_processing_seconds(conn)
+            metrics.media_backlog_seconds.set(age)
+        except Exception as exc:
+            log.debug("backlog sample skipped: %s", type(exc).__name__)
         await asyncio.sleep(SERVER_SAMPLE_SECONDS)
 
 

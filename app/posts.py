@@ -8,7 +8,7 @@ from typing import Any
 from app import db
 from app.cursors import Cursors
 from app.db import Database
-from app.errors import Conflict, Forbidden, NotFound
+from app.errors import Conflict, Forbidden, MediaNotReady, NotFound
 from app.storage import Storage
 
 MAX_CAPTION = 2200
@@ -54,6 +54,10 @@ async def create_post(
             raise NotFound(f"no upload with id {media_id}")
         if media["user_id"] != author_id:
             raise Forbidden("that upload belongs to someone else")
+        if media["status"] == "processing":
+            raise MediaNotReady("that upload is still being processed: post it once it is ready")
+        if media["status"] == "failed":
+            raise MediaNotReady(f"that upload could not be processed ({media['failure']})")
         post_id = await db.queries.create_post(
             conn,
             author_id=author_id,

@@ -18,10 +18,20 @@ from aiohttp import web
 from app.db import open_database
 from app.deletes import retry_on_schedule
 from app.images import open_image_pool
-from app.keys import DATABASE, IMAGES, METRICS, PASSWORDS, SETTINGS, STORAGE, UPLOAD_BUDGET
+from app.keys import (
+    DATABASE,
+    IMAGES,
+    METRICS,
+    PASSWORDS,
+    QUEUE,
+    SETTINGS,
+    STORAGE,
+    UPLOAD_BUDGET,
+)
 from app.memory import trim_when_idle
-from app.metrics import forget_this_process, sample_database
+from app.metrics import forget_this_process, sample_database, sample_media_queue
 from app.passwords import open_passwords
+from app.queue import open_queue
 from app.storage import open_storage
 from app.sweep import run_scheduled
 
@@ -42,6 +52,15 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_storage(app[SETTINGS], app[METRICS]) as storage:
         app[STORAGE] = storage
         yield
+
+
+async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The media job queue V1 completes send to, and its depth sampled for /metrics."""
+    async with open_queue(app[SETTINGS]) as queue:
+        app[QUEUE] = queue
+        sampler = sample_media_queue(app[DATABASE], queue, app[METRICS])
+        async with _background(sampler, "queue-sampler"):
+            yield
 
 
 async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -68,7 +87,7 @@ async def sweeps_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with contextlib.AsyncExitStack() as stack:
         if settings.sweep_interval > 0:
-            sweeps = run_scheduled(app[DATABASE], app[STORAGE], settings, app[METRICS])
+            sweeps = run_scheduled(app[DATABASE], app[STORAGE], app[QUEUE], settings, app[METRICS])
             await stack.enter_async_context(_background(sweeps, "sweeps"))
         if settings.deletion_retry_interval > 0:
             retries = retry_on_schedule(app[DATABASE], app[STORAGE], settings, app[METRICS])

@@ -285,6 +285,55 @@ class Settings:
         default=2.0,
     )
 
+    upload_url_ttl: int = _env(
+        "UPLOAD_URL_TTL",
+        "seconds a presigned upload (POST /v1/uploads) may be used to send the file to S3",
+        default=600,
+    )
+    abandoned_upload_grace: float = _env(
+        "ABANDONED_UPLOAD_GRACE",
+        "seconds after a presigned upload expires before the sweep deletes what was sent "
+        "and never completed (completing it then is 410)",
+        default=3600.0,
+    )
+    upload_origins: str = _env(
+        "UPLOAD_ORIGINS",
+        "comma-separated origins whose pages may POST presigned uploads to the bucket (its CORS "
+        "rule); empty: the service's own, http://HOST:PORT (and http://localhost:PORT)",
+        default="",
+    )
+    sqs_endpoint_url: str | None = _env(
+        "SQS_ENDPOINT_URL",
+        "SQS endpoint of the media job queue; unset: S3_ENDPOINT_URL when that is set (moto "
+        "serves both), else AWS's for S3_REGION",
+        default=None,
+    )
+    sqs_queue_name: str = _env(
+        "SQS_QUEUE_NAME", "the media job queue, made if missing", default="monogram-media"
+    )
+    media_workers: int = _env(
+        "MEDIA_WORKERS",
+        "`python -m app worker` processes `make run` and `make stack` start for V1 uploads",
+        default=1,
+    )
+    job_visibility_timeout: int = _env(
+        "JOB_VISIBILITY_TIMEOUT",
+        "seconds a media job is hidden from other workers once taken: a worker that dies "
+        "mid-job has its job taken again after this long",
+        default=60,
+    )
+    job_max_attempts: int = _env(
+        "JOB_MAX_ATTEMPTS",
+        "times a media job is tried (with growing, jittered pauses) before its media is failed",
+        default=5,
+    )
+    processing_timeout: float = _env(
+        "PROCESSING_TIMEOUT",
+        "seconds a media may stay processing since its job was queued before the sweep queues "
+        "it again (a lost message, a queue restarted empty)",
+        default=600.0,
+    )
+
     local_dir: Path = _env(  # noqa: RUF009 (a Path is immutable)
         "LOCAL_DIR",
         "where the embedded stack keeps PostgreSQL's data, S3 objects and secrets",
@@ -374,6 +423,16 @@ class Settings:
             raise SettingsError(
                 "UPLOAD_MEMORY_BUDGET must hold at least one MAX_UPLOAD_BYTES upload"
             )
+        for name in (
+            "upload_url_ttl",
+            "abandoned_upload_grace",
+            "media_workers",
+            "job_visibility_timeout",
+            "job_max_attempts",
+            "processing_timeout",
+        ):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{_env_name(name)} must be positive")
         if self.thumbnail_workers < 0:
             raise SettingsError("THUMBNAIL_WORKERS must be 0 (one per usable CPU) or more")
         if self.password_hash_memory_kib < 1024:
@@ -398,6 +457,22 @@ class Settings:
             return self.s3_public_base_url.rstrip("/")
         endpoint = self.s3_endpoint_url or f"https://s3.{self.s3_region}.amazonaws.com"
         return f"{endpoint.rstrip('/')}/{self.s3_bucket}"
+
+    @property
+    def upload_origins_list(self) -> list[str]:
+        origins = [o.strip().rstrip("/") for o in self.upload_origins.split(",") if o.strip()]
+        if origins:
+            return origins
+        own = [f"http://{self.host}:{self.port}"]
+        if self.host in {"127.0.0.1", "0.0.0.0"}:  # noqa: S104 - names, not a bind
+            own.append(f"http://localhost:{self.port}")
+        return own
+
+    @property
+    def queue_endpoint_url(self) -> str | None:
+        """Where the media job queue is: SQS_ENDPOINT_URL, else the S3 endpoint if one is set
+        (moto serves both), else AWS's (None: botocore finds it from the region)."""
+        return self.sqs_endpoint_url or self.s3_endpoint_url
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

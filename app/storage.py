@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
-from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
-from app.errors import AppError, StorageRefused, StorageTimeout, StorageUnavailable
+from app.errors import AppError, StorageRefused, StorageTimeout, StorageUnavailable, TooLarge
 from app.metrics import Metrics
 from app.s3put import ObjectPutter
 from app.settings import Settings
@@ -65,6 +65,68 @@ class Storage:
     async def check(self) -> None:
         """Raise unless the bucket answers."""
         await self._call("HeadBucket", self.client.head_bucket(Bucket=self.bucket))
+
+    async def presigned_post(
+        self, key: str, content_type: str, max_bytes: int, expires_in: int
+    ) -> dict[str, Any]:
+        """A browser form that may write `key` once: this type, 1 to max_bytes bytes, until it
+        expires. S3 checks the policy; the service checks the stored file again at complete."""
+        form: dict[str, Any] = await self.client.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
+            ExpiresIn=expires_in,
+        )
+        return form
+
+    async def object_size(self, key: str) -> int | None:
+        """The object's size, or None if it does not exist."""
+        try:
+            head = await self._call(
+                "HeadObject", self.client.head_object(Bucket=self.bucket, Key=key)
+            )
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise storage_error(exc) from None
+        except (BotoCoreError, TimeoutError) as exc:
+            raise storage_error(exc) from None
+        size: int = head["ContentLength"]
+        return size
+
+    async def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object: a ranged GET, never the whole of a large one."""
+        try:
+            answer = await self._call(
+                "GetObject",
+                self.client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"
+                ),
+            )
+            async with answer["Body"] as body:
+                data: bytes = await body.read()
+        except (ClientError, BotoCoreError, TimeoutError) as exc:
+            raise storage_error(exc) from None
+        return data
+
+    async def read(self, key: str, limit: int) -> bytes | None:
+        """The whole object, if it exists and holds at most `limit` bytes; None if missing."""
+        try:
+            answer = await self._call(
+                "GetObject", self.client.get_object(Bucket=self.bucket, Key=key)
+            )
+            if answer["ContentLength"] > limit:
+                raise TooLarge(f"the stored file is over the limit of {limit:,} bytes")
+            async with answer["Body"] as body:
+                data: bytes = await body.read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise storage_error(exc) from None
+        except (BotoCoreError, TimeoutError) as exc:
+            raise storage_error(exc) from None
+        return data
 
     async def put_all(self, objects: list[StoredObject]) -> None:
         """Store every object, concurrently, within the deadline; if any fails, none stays."""
@@ -173,7 +235,7 @@ def client_config(settings: Settings) -> AioConfig:
     )
 
 
-def _session(settings: Settings) -> aioboto3.Session:
+def s3_session(settings: Settings) -> aioboto3.Session:
     # Keys given in the settings, else botocore's own chain (environment, instance role...).
     return aioboto3.Session(
         aws_access_key_id=settings.s3_access_key_id,
@@ -184,7 +246,7 @@ def _session(settings: Settings) -> aioboto3.Session:
 
 @asynccontextmanager
 async def s3_client(settings: Settings) -> AsyncIterator[Any]:
-    async with _session(settings).client(
+    async with s3_session(settings).client(
         "s3", endpoint_url=settings.s3_endpoint_url, config=client_config(settings)
     ) as client:
         yield client
@@ -195,7 +257,7 @@ async def open_storage(
     settings: Settings, metrics: Metrics | None = None
 ) -> AsyncIterator[Storage]:
     """The bucket for as long as the block runs; deletes still running are awaited at its end."""
-    session = _session(settings)
+    session = s3_session(settings)
     config = client_config(settings)
     async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as client:
         credentials = await session.get_credentials()
@@ -227,7 +289,8 @@ async def open_storage(
 
 
 async def ensure_bucket(settings: Settings) -> None:
-    """Create the bucket if it is missing and let anyone read (only read) its objects.
+    """Create the bucket if it is missing, let anyone read (only read) its public objects,
+    and let the web client's pages POST presigned uploads to it.
 
     Images are served from S3 origin URLs, as the seed design has it, so a
     browser must be able to GET them without credentials.
@@ -245,6 +308,22 @@ async def ensure_bucket(settings: Settings) -> None:
             await client.create_bucket(Bucket=bucket, **location)
             log.info("created bucket", extra={"bucket": bucket})
         await client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read_policy(bucket)))
+        # A browser sends V1 uploads straight to the bucket: it may POST a form from the web
+        # client's origin and read the answer. Writing needs the form's signed policy anyway.
+        await client.put_bucket_cors(
+            Bucket=bucket,
+            CORSConfiguration={
+                "CORSRules": [
+                    {
+                        "AllowedMethods": ["POST"],
+                        "AllowedOrigins": settings.upload_origins_list,
+                        "AllowedHeaders": ["*"],
+                        "ExposeHeaders": ["ETag"],
+                        "MaxAgeSeconds": 3600,
+                    }
+                ]
+            },
+        )
 
 
 def public_read_policy(bucket: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The sweeps: objects no media row refers to, and media that never made it into a post.
+"""The sweeps: objects no row refers to, media that never made it into a post, presigned uploads
+never completed, and V1 media whose job went missing.
 
 An upload deletes its objects when it fails after storing them; if that
 delete fails too (S3 down at that moment, the process killed), the objects
@@ -8,7 +9,11 @@ skipped: they may belong to an upload still in flight.
 Media no post uses are deleted after UNPOSTED_MEDIA_RETENTION, rows first, then objects, by
 the same queue as every other delete (app/deletes.py).
 
-Both run every SWEEP_INTERVAL inside the service (`run_scheduled`): every process wakes up,
+A presigned upload never completed is abandoned ABANDONED_UPLOAD_GRACE after it expires: what
+it sent is deleted. A media processing for PROCESSING_TIMEOUT since its job was queued has its
+job queued again (the job is idempotent, so a slow job queued twice costs only time).
+
+All run every SWEEP_INTERVAL inside the service (`run_scheduled`): every process wakes up,
 and the one that claims the job in `scheduled_jobs` runs it.
 """
 
@@ -25,17 +30,21 @@ import orjson
 from app import db
 from app.db import Connect, Database
 from app.deletes import delete_objects
+from app.direct_uploads import INCOMING_PREFIX
 from app.metrics import Metrics
+from app.queue import JobQueue
 from app.settings import Settings
 from app.storage import PUBLIC_PREFIX, Storage, s3_client
 
 log = logging.getLogger(__name__)
 
-PREFIXES = (PUBLIC_PREFIX, "sources/")
+PREFIXES = (PUBLIC_PREFIX, "sources/", INCOMING_PREFIX)
 # An upload stores its objects and its row within its deadline (seconds): an object older than
 # this with no row is an orphan, not an upload in flight.
 SCHEDULED_ORPHAN_MIN_AGE = dt.timedelta(minutes=15)
 UNPOSTED_BATCH = 500
+ABANDONED_BATCH = 500
+STUCK_BATCH = 500
 
 
 async def find_orphans(
@@ -71,15 +80,44 @@ async def delete_unposted(connect: Connect, storage: Storage, retention: float) 
             return deleted
 
 
+async def abandon_expired_uploads(connect: Connect, storage: Storage, grace: float) -> int:
+    """Deletes what presigned uploads sent and never completed, `grace` seconds after they
+    expired; completing them is 410 from then on. Returns how many uploads."""
+    abandoned = 0
+    while True:
+        async with connect() as conn:
+            batch = await db.queries.abandon_expired_uploads(
+                conn, grace_seconds=grace, batch=ABANDONED_BATCH
+            )
+        await delete_objects(connect, storage, batch["keys"] or [])
+        count: int = batch["uploads"]
+        abandoned += count
+        if count < ABANDONED_BATCH:
+            return abandoned
+
+
+async def requeue_stuck_media(connect: Connect, queue: JobQueue, older_than: float) -> int:
+    """Queues again the jobs of media processing for longer than `older_than` seconds since
+    their last queueing (a lost message, a queue restarted empty); returns how many."""
+    async with connect() as conn:
+        stuck = [row["media_id"] async for row in db.queries.requeue_stuck_media(
+            conn, older_than_seconds=older_than, batch=STUCK_BATCH
+        )]  # fmt: skip
+    for media_id in stuck:
+        await queue.send(media_id)
+    return len(stuck)
+
+
 async def run_due_sweeps(
     connect: Connect,
     storage: Storage,
+    queue: JobQueue,
     settings: Settings,
     metrics: Metrics,
     orphan_min_age: dt.timedelta = SCHEDULED_ORPHAN_MIN_AGE,
 ) -> None:
     """Runs each sweep whose turn it is, unless another process has just run it."""
-    for name in ("unposted", "orphans"):
+    for name in ("unposted", "orphans", "abandoned", "stuck"):
         async with connect() as conn:
             claimed = await db.queries.claim_job(
                 conn, name=f"sweep-{name}", every_seconds=settings.sweep_interval * 0.9
@@ -89,6 +127,12 @@ async def run_due_sweeps(
         try:
             if name == "unposted":
                 count = await delete_unposted(connect, storage, settings.unposted_media_retention)
+            elif name == "abandoned":
+                count = await abandon_expired_uploads(
+                    connect, storage, settings.abandoned_upload_grace
+                )
+            elif name == "stuck":
+                count = await requeue_stuck_media(connect, queue, settings.processing_timeout)
             else:
                 async with connect() as conn:
                     orphans = await find_orphans(conn, storage, orphan_min_age)
@@ -106,14 +150,14 @@ async def run_due_sweeps(
 
 
 async def run_scheduled(
-    database: Database, storage: Storage, settings: Settings, metrics: Metrics
+    database: Database, storage: Storage, queue: JobQueue, settings: Settings, metrics: Metrics
 ) -> None:
     """Wakes every SWEEP_INTERVAL and runs the sweeps that are due, until cancelled."""
     while True:
         # Spread over the interval, so processes started together do not all wake at once.
         await asyncio.sleep(settings.sweep_interval * random.uniform(0.5, 1.0))  # noqa: S311
         try:
-            await run_due_sweeps(database.connection, storage, settings, metrics)
+            await run_due_sweeps(database.connection, storage, queue, settings, metrics)
         except Exception as error:  # the database or S3 is down: try at the next wake-up
             log.warning("scheduled sweeps skipped: %s", type(error).__name__)
 

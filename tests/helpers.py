@@ -60,6 +60,8 @@ def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str)
             "DATABASE_URL": postgres.dsn,
             "S3_ENDPOINT_URL": s3_server.endpoint_url,
             "S3_BUCKET": bucket,
+            # One media job queue per test, as one bucket, on the same moto.
+            "SQS_QUEUE_NAME": bucket,
             "S3_REGION": REGION,
             "S3_ACCESS_KEY_ID": s3_server.access_key_id,
             "S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,
@@ -174,6 +176,56 @@ async def upload(
     form = aiohttp.FormData()
     form.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
     return await client.post("/v1/media", data=form, headers={**user.auth, **(headers or {})})
+
+
+async def presign(
+    client: Client, user: User, size: int, content_type: str = "image/jpeg"
+) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/uploads", json={"content_type": content_type, "bytes": size}, headers=user.auth
+    )
+    assert response.status == 201, await response.text()
+    form: dict[str, Any] = await response.json()
+    return form
+
+
+async def send_form(form: dict[str, Any], data: bytes, content_type: str = "image/jpeg") -> int:
+    """POSTs the presigned form straight to S3 as a browser does (fields first, then the
+    file); S3's status (204 when stored)."""
+    body = aiohttp.FormData()
+    for name, value in form["fields"].items():
+        body.add_field(name, value)
+    body.add_field("file", io.BytesIO(data), filename="photo", content_type=content_type)
+    async with aiohttp.ClientSession() as session, session.post(form["url"], data=body) as answer:
+        await answer.read()
+        return answer.status
+
+
+async def direct_upload(
+    client: Client, user: User, data: bytes, content_type: str = "image/jpeg"
+) -> dict[str, Any]:
+    """Presign, send to S3, complete: the complete's answer (202, processing)."""
+    form = await presign(client, user, len(data), content_type)
+    assert await send_form(form, data, content_type) == 204
+    response = await client.post(f"/v1/uploads/{form['upload_id']}/complete", headers=user.auth)
+    assert response.status == 202, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def wait_until_processed(
+    client: Client, user: User, media_id: int, seconds: float = 60.0
+) -> dict[str, Any]:
+    """The media's JSON once it is no longer processing."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        response = await client.get(f"/v1/media/{media_id}", headers=user.auth)
+        assert response.status == 200, await response.text()
+        media: dict[str, Any] = await response.json()
+        if media["status"] != "processing":
+            return media
+        assert asyncio.get_running_loop().time() < deadline, "still processing"
+        await asyncio.sleep(0.1)
 
 
 def png_claiming(width: int, height: int) -> bytes:

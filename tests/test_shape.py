@@ -39,6 +39,10 @@ WORK_MODULES = [
     "uploads",
     "sweep",
     "deletes",
+    "direct_uploads",
+    "media_jobs",
+    "queue",
+    "dimensions",
 ]
 
 

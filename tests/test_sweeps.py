@@ -9,7 +9,7 @@ import re
 
 import asyncpg
 
-from app.keys import DATABASE, METRICS, STORAGE
+from app.keys import DATABASE, METRICS, QUEUE, STORAGE
 from app.main import create_app
 from app.settings import Settings
 from app.sweep import delete_unposted, find_orphans, run_due_sweeps
@@ -118,7 +118,14 @@ async def test_the_scheduled_sweeps_run_in_one_process_at_a_time_and_are_counted
     immediately = dt.timedelta(0)
     await asyncio.gather(
         *(
-            run_due_sweeps(client.app[DATABASE].connection, storage, settings, metrics, immediately)
+            run_due_sweeps(
+                client.app[DATABASE].connection,
+                storage,
+                client.app[QUEUE],
+                settings,
+                metrics,
+                immediately,
+            )
             for _ in range(2)
         )
     )
@@ -131,7 +138,9 @@ async def test_the_scheduled_sweeps_run_in_one_process_at_a_time_and_are_counted
     assert _value(text, 'monogram_sweep_deleted_total{sweep="orphans"}') == 1
 
     # Within the interval, nobody runs them again.
-    await run_due_sweeps(client.app[DATABASE].connection, storage, settings, metrics, immediately)
+    await run_due_sweeps(
+        client.app[DATABASE].connection, storage, client.app[QUEUE], settings, metrics, immediately
+    )
     text = await (await client.get("/metrics")).text()
     assert _value(text, 'monogram_sweep_runs_total{result="ok",sweep="unposted"}') == 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from app.api import accounts, feed, health, media, metrics, posts
+from app.api import accounts, feed, health, media, metrics, posts, uploads
 from app.api import web as web_client
 
 routes = [
@@ -27,6 +27,10 @@ routes = [
     # V0 uploads: the body through the service, thumbnailed in the request
     web.post("/v1/media", media.upload_media, expect_handler=media.refuse_early),
     web.delete("/v1/media/{media_id}", media.delete_media),
+    # V1 uploads: presigned straight to S3, completed, processed by a media worker
+    web.post("/v1/uploads", uploads.create_upload),
+    web.post("/v1/uploads/{upload_id}/complete", uploads.complete_upload),
+    web.get("/v1/media/{media_id}", uploads.get_media),
     # Posts, likes and the feed
     web.post("/v1/posts", posts.create_post),
     web.get("/v1/posts/{post_id}", posts.get_post),

@@ -1,10 +1,11 @@
 """`make run`: the embedded stack and the service, started in order and stopped in reverse.
 
 PostgreSQL starts unless DATABASE_URL is set, moto unless S3_ENDPOINT_URL is
-set; the schema is migrated; then the service runs as a child process with
-the same environment a real deployment would give it. Ctrl-C (or SIGTERM)
-stops the service, takes a last copy of the S3 objects, then stops moto and
-PostgreSQL.
+set (it serves S3 and the media job queue, SQS); the schema is migrated; then the
+service and MEDIA_WORKERS media workers run as child processes with the same
+environment a real deployment would give them. Ctrl-C (or SIGTERM) stops the
+service and the workers, takes a last copy of the S3 objects, then stops moto
+and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +43,15 @@ def run_local(settings: Settings) -> int:
         settings = start_backends(settings, stack)
         if stopping.is_set():
             return 0
-
+        settings = settings.with_overrides(
+            # The service and the media workers share the database's connections.
+            service_processes=1 + settings.media_workers,
+            # ... and /metrics serves the sum of their samples.
+            prometheus_multiproc_dir=(
+                settings.prometheus_multiproc_dir
+                or empty_dir(settings.local_dir.resolve() / "run-metrics")
+            ),
+        )
         service = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"],
             env={**os.environ, **settings.to_env()},
@@ -51,12 +61,59 @@ def run_local(settings: Settings) -> int:
         url = f"http://{settings.host}:{settings.port}"
         if not wait_until_ready(url, service, stopping):
             return 0 if stopping.is_set() else 1
-        print(f"\nMonogram is running at {url}  (Ctrl-C stops it)\n", flush=True)
+        workers = MediaWorkers(settings)
+        stack.callback(workers.stop)
+        workers.start()
+        print(
+            f"\nMonogram is running at {url} with {settings.media_workers} media worker(s)"
+            "  (Ctrl-C stops it)\n",
+            flush=True,
+        )
         while not stopping.wait(0.5):
             if service.poll() is not None:
                 log.error("the service exited with %s", service.returncode)
                 return 1
+            workers.replace_exited()
     return 0
+
+
+class MediaWorkers:
+    """`python -m app worker` processes (MEDIA_WORKERS): started, replaced when they exit,
+    stopped together with SIGTERM, which lets each finish the jobs it has."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        self.processes = [self._spawn(i) for i in range(self.settings.media_workers)]
+
+    def replace_exited(self) -> None:
+        for i, process in enumerate(self.processes):
+            if process.poll() is not None:
+                log.error(
+                    "media worker %s exited with %s; starting a new one", i + 1, process.returncode
+                )
+                self.processes[i] = self._spawn(i)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            stop_service(process, self.settings.shutdown_timeout)
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.settings.to_env(), "SERVICE_INSTANCE": f"worker-{index + 1}"}
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "worker"], env=env, stdin=subprocess.DEVNULL
+        )
+
+
+def empty_dir(path: Path) -> str:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
 
 
 def stop_on_signals() -> threading.Event:

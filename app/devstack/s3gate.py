@@ -4,7 +4,8 @@ moto runs without authentication: any local process, or a web page in the develo
 could list every key, write objects, or call `/moto-api/reset`. So moto listens on a Unix socket
 in a private folder, and this gate, on the TCP port, passes a request on only if it is
 - signed with the stack's credentials (AWS Signature Version 4, in the Authorization header or a
-  presigned URL's query), and within its time window;
+  presigned URL's query), and within its time window: S3 calls, and SQS calls (the media job
+  queue), which moto serves on the same endpoint;
 - a browser form POST whose policy carries a valid signature, is not expired, and whose
   conditions the form meets (moto stores a form POST without checking any of this);
 - an anonymous GET or HEAD of an object the bucket's policy makes public (`media/*`), or a CORS
@@ -151,9 +152,12 @@ def verify_signature(request: SignedRequest, credentials: Credentials, now: dt.d
         signed_at = _amz_time(amz_date)
         if abs(now - signed_at) > MAX_CLOCK_SKEW:
             raise Refused("RequestTimeTooSkewed", "the request's time is too far from now")
-        payload_hash = request.headers.get("X-Amz-Content-Sha256", "")
+        body_hash = hashlib.sha256(request.body).hexdigest()
+        # S3 names the body's hash in a header; other services (SQS, the media job queue, on
+        # the same endpoint) sign the body's hash without one.
+        payload_hash = request.headers.get("X-Amz-Content-Sha256", body_hash)
         hashed = payload_hash not in UNSIGNED_PAYLOADS and not payload_hash.startswith("STREAMING-")
-        if hashed and payload_hash != hashlib.sha256(request.body).hexdigest():
+        if hashed and payload_hash != body_hash:
             raise Refused("XAmzContentSHA256Mismatch", "the body is not the one signed")
         canonical_qs = canonical_query(request.raw_query)
 

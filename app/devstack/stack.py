@@ -1,7 +1,8 @@
 """`make stack`: the seed's topology on this machine.
 
 N `python -m app serve` processes (ports PORT+1 .. PORT+N) behind Caddy on
-PORT, sharing one PostgreSQL and one S3 (embedded unless their URLs are set).
+PORT, and MEDIA_WORKERS media workers, sharing one PostgreSQL and one S3 and
+media job queue (embedded unless their URLs are set).
 Each process's pool is sized for N (SERVICE_PROCESSES), so together they stay
 within the server's connections, and they share one metrics directory, so any
 of them serves the sum at /metrics.
@@ -31,7 +32,9 @@ from typing import IO
 from prometheus_client import multiprocess
 
 from app.devstack.runner import (
+    MediaWorkers,
     answers_ready,
+    empty_dir,
     start_backends,
     stop_on_signals,
     stop_service,
@@ -184,12 +187,13 @@ def run_stack(settings: Settings, processes: int) -> int:
         if stopping.is_set():
             return 0
         settings = settings.with_overrides(
-            service_processes=processes,
+            # The service processes and the media workers share the database's connections.
+            service_processes=processes + settings.media_workers,
             shutdown_drain=settings.shutdown_drain or DRAIN_SECONDS,
             # Caddy, on this machine, says who the client is in X-Forwarded-For.
             trusted_proxies=settings.trusted_proxies or "127.0.0.1",
             prometheus_multiproc_dir=(
-                settings.prometheus_multiproc_dir or _empty_dir(local_dir / "stack-metrics")
+                settings.prometheus_multiproc_dir or empty_dir(local_dir / "stack-metrics")
             ),
         )
         fleet = Fleet(settings, processes, local_dir / STATE_FILE)
@@ -198,6 +202,9 @@ def run_stack(settings: Settings, processes: int) -> int:
         if not fleet.wait_until_ready(stopping):
             return 0 if stopping.is_set() else 1
 
+        workers = MediaWorkers(settings)
+        stack.callback(workers.stop)
+        workers.start()
         balancer = start_balancer(settings, fleet.upstreams, local_dir / "caddy")
         # Stopped first: requests in flight through it finish, then the processes stop.
         stack.callback(stop_service, balancer, 30.0)
@@ -214,6 +221,7 @@ def run_stack(settings: Settings, processes: int) -> int:
                 log.error("the balancer exited with %s", balancer.returncode)
                 return 1
             fleet.replace_exited()
+            workers.replace_exited()
     return 0
 
 
@@ -261,9 +269,3 @@ def _wait_for_ready(url: str, patience: float) -> None:
             return
         time.sleep(0.1)
     raise SystemExit(f"{url} was not ready within {patience:g}s")
-
-
-def _empty_dir(path: Path) -> str:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return str(path)

@@ -27,11 +27,12 @@ DELETE FROM posts WHERE post_id = :post_id;
 -- The row goes and its keys are queued; the keys come back for the delete after the commit.
 WITH gone AS (
     DELETE FROM media WHERE media_id = :media_id
-    RETURNING original_key, thumbnail_key, source_key
+    RETURNING original_key, thumbnail_key, source_key, incoming_key, renditions
 ),
 keys AS (
-    SELECT key FROM gone, LATERAL (VALUES (original_key), (thumbnail_key), (source_key)) k (key)
-    WHERE key IS NOT NULL
+    SELECT media_object_keys(original_key, thumbnail_key, source_key, incoming_key, renditions)
+        AS key
+    FROM gone
 ),
 queued AS (
     INSERT INTO object_deletions (object_key) SELECT key FROM keys
@@ -46,20 +47,24 @@ FROM likes l
 WHERE l.user_id = :user_id AND l.post_id = p.post_id AND p.author_id <> :user_id;
 
 -- name: delete-user(user_id)
--- The account with its posts (and their likes), its media, follows, likes and tombstones;
--- every object key its media named is queued and comes back.
+-- The account with its posts (and their likes), its media, follows, likes, presigned uploads
+-- and tombstones; every object key its media and its unfinished uploads named is queued and
+-- comes back.
 WITH gone_posts AS (
     DELETE FROM posts WHERE author_id = :user_id RETURNING post_id
 ),
 gone_media AS (
     -- After its posts: the same statement sees them gone, so no foreign key stands in the way.
     DELETE FROM media WHERE user_id = :user_id
-    RETURNING original_key, thumbnail_key, source_key
+    RETURNING original_key, thumbnail_key, source_key, incoming_key, renditions
 ),
 keys AS (
-    SELECT key FROM gone_media,
-        LATERAL (VALUES (original_key), (thumbnail_key), (source_key)) k (key)
-    WHERE key IS NOT NULL
+    SELECT media_object_keys(original_key, thumbnail_key, source_key, incoming_key, renditions)
+        AS key
+    FROM gone_media
+    UNION
+    -- Uploaded straight to S3 and never completed: the cascade takes their rows.
+    SELECT object_key FROM direct_uploads WHERE user_id = :user_id AND completed_at IS NULL
 ),
 queued AS (
     INSERT INTO object_deletions (object_key) SELECT key FROM keys

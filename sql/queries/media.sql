@@ -31,8 +31,13 @@ DELETE FROM upload_idempotency
 WHERE user_id = :user_id AND idempotency_key = :idempotency_key AND response IS NULL;
 
 -- name: media-keys()
--- Every object key a media row refers to, and every key queued for deletion (whose delete is
--- under way or will be retried): what the orphan sweep must leave alone.
-SELECT original_key, thumbnail_key, source_key FROM media
+-- Every object key a media row refers to, every presigned upload's until it expires or is
+-- completed, and every key queued for deletion (whose delete is under way or will be
+-- retried): what the orphan sweep must leave alone.
+SELECT media_object_keys(original_key, thumbnail_key, source_key, incoming_key, renditions)
+    AS key
+FROM media
 UNION ALL
-SELECT object_key, NULL, NULL FROM object_deletions;
+SELECT object_key FROM direct_uploads WHERE completed_at IS NULL
+UNION ALL
+SELECT object_key FROM object_deletions;

@@ -27,7 +27,7 @@ ORDER BY p.created_at DESC, p.post_id DESC
 LIMIT :page_size;
 
 -- name: media-owner(media_id)^
-SELECT user_id, original_key, thumbnail_key FROM media WHERE media_id = :media_id;
+SELECT user_id, original_key, thumbnail_key, status, failure FROM media WHERE media_id = :media_id;
 
 -- name: create-post(author_id, media_id, caption, alt_text, image_url, thumbnail_url)$
 -- Nothing comes back when the media already has a post (UNIQUE (media_id)).

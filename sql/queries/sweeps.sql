@@ -19,11 +19,12 @@ WITH gone AS (
         ORDER BY m.created_at
         LIMIT :batch
     )
-    RETURNING media_id, original_key, thumbnail_key, source_key
+    RETURNING media_id, original_key, thumbnail_key, source_key, incoming_key, renditions
 ),
 keys AS (
-    SELECT key FROM gone, LATERAL (VALUES (original_key), (thumbnail_key), (source_key)) k (key)
-    WHERE key IS NOT NULL
+    SELECT media_object_keys(original_key, thumbnail_key, source_key, incoming_key, renditions)
+        AS key
+    FROM gone
 ),
 queued AS (
     INSERT INTO object_deletions (object_key) SELECT key FROM keys
