@@ -200,6 +200,9 @@ async def test_alert_rules_carry_the_seeds_thresholds_on_real_metrics(client: Cl
         "DatabaseConnectionsCritical": "> 0.85",
         "S3Slow": "> 0.3",
         "UploadSuccessLow": "< 0.99",
+        # V1: the media job queue's backlog and its failures.
+        "MediaBacklogOld": "> 120",
+        "MediaJobsFailing": "> 0.05",
     }
     assert set(rules) == set(thresholds)
     exported = await exported_families(client)
@@ -223,7 +226,9 @@ async def test_the_dashboard_has_a_panel_for_each_of_the_six_signals(client: Cli
     panels = dashboard["panels"]
     assert [p["title"][:2] for p in panels[:6]] == ["1.", "2.", "3.", "4.", "5.", "6."]
     assert [p["title"] for p in panels[6:]] == [
-        "Requests by service process (spread behind the balancer)"
+        "Requests by service process (spread behind the balancer)",
+        "V1: media job queue (waiting, taken) and the oldest job's age",
+        "V1: complete to ready (p50, p99) and jobs by outcome",
     ]
     exported = await exported_families(client)
     for panel in panels:

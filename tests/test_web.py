@@ -12,6 +12,8 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
+from app.storage import ensure_bucket
+from app.worker import serve_jobs
 from tests.helpers import CORPUS, PASSWORD, ROOT, AiohttpClient, insert_posts, publish
 from tests.helpers import sign_up as api_sign_up
 
@@ -60,6 +62,9 @@ async def test_two_people_share_follow_see_and_like_a_photo(
 ) -> None:
     client = await aiohttp_client(create_app(settings.with_overrides(thumbnail_warm_start=True)))
     base = str(client.make_url("/"))
+    # The page sends the photo straight to S3: the bucket's CORS rule names the page's origin.
+    await ensure_bucket(settings.with_overrides(upload_origins=base.rstrip("/")))
+    worker_stop = asyncio.Event()
     async with playwright_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -78,7 +83,17 @@ async def test_two_people_share_follow_see_and_like_a_photo(
             big.unlink()
             await alice.set_input_files("input[type=file]", str(CORPUS / "rotation" / "6.jpg"))
             await alice.get_by_role("button", name="Upload").click()
-            await expect(alice.locator("#preview")).to_be_visible()
+            # Sent to S3 with a progress bar, then processing until a media worker is done: no
+            # worker runs yet, so the page waits, and says so.
+            await expect(alice.locator("#status")).to_contain_text("Processing your photo")
+            progress = alice.locator("#upload-progress")
+            await expect(progress).to_be_visible()
+            await expect(progress).to_have_attribute("value", "100")
+            worker = asyncio.create_task(
+                serve_jobs(settings.with_overrides(thumbnail_workers=1), worker_stop)
+            )
+            await expect(alice.locator("#preview")).to_be_visible(timeout=30_000)
+            await expect(progress).to_be_hidden()
             await alice.get_by_label("Caption").fill("A waterfall, the right way up")
             await alice.get_by_label("Alt text").fill("Water falling over mossy rocks")
             await alice.get_by_role("button", name="Post").click()
@@ -154,7 +169,9 @@ async def test_two_people_share_follow_see_and_like_a_photo(
             ARTIFACTS.mkdir(exist_ok=True)
             await bob.screenshot(path=str(ARTIFACTS / "feed.png"), full_page=True)
         finally:
+            worker_stop.set()
             await browser.close()
+    await asyncio.wait_for(worker, 30)
 
 
 async def test_a_follower_sees_the_truth_and_a_deleted_post_leaves_their_feed(

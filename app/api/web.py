@@ -34,15 +34,18 @@ def _origin(url: str) -> str:
 
 
 def _headers(request: web.Request, content_type: str) -> dict[str, str]:
-    # Images come from the S3 origin; everything else only from here.
-    images = _origin(request.app[SETTINGS].public_base_url)
+    # Images come from the S3 origin, and V1 uploads go to the bucket's endpoint; everything
+    # else only from here.
+    settings = request.app[SETTINGS]
+    images = _origin(settings.public_base_url)
+    store = _origin(settings.s3_endpoint_url or f"https://s3.{settings.s3_region}.amazonaws.com")
     return {
         "Content-Type": f"{content_type}; charset=utf-8",
         "Cache-Control": "no-cache",
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": (
-            f"default-src 'self'; img-src 'self' blob: {images}; object-src 'none'; "
-            "base-uri 'none'; frame-ancestors 'none'"
+            f"default-src 'self'; img-src 'self' blob: {images}; connect-src 'self' {store}; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
         ),
     }
 

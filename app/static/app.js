@@ -148,40 +148,90 @@ async function paintPlaceholder(image, hash, width, height) {
 
 let uploaded = null;
 const MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
+const TYPES_BY_EXTENSION = { jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", heic: "image/heic", heif: "image/heic" };
+const PROCESSING_PATIENCE_MS = 120000;
 
-$("upload-form").addEventListener("submit", (event) => {
+// V1: the service signs a form, the photo goes straight to S3 with it (the progress bar), the
+// service checks what S3 holds, and a media worker makes the thumbnail and renditions
+// ("Processing...") until the media is ready to post.
+$("upload-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const file = event.currentTarget.file.files[0];
   if (!file) return;
-  // The service refuses bodies over its limit (10 MiB by default) and may close the connection
-  // mid-upload to avoid reading them: say so before sending.
   if (file.size > MAX_UPLOAD_BYTES) { fail(new ApiError(413, "payload_too_large", "")); return; }
-  const progress = $("upload-progress");
-  progress.hidden = false;
-  progress.value = 0;
+  const extension = file.name.split(".").pop().toLowerCase();
+  // Browsers often give HEIC files no type: the name says it. The service checks the bytes.
+  const type = Object.values(TYPES_BY_EXTENSION).includes(file.type) ? file.type : (TYPES_BY_EXTENSION[extension] || file.type || "application/octet-stream");
   say("");
-  const body = new FormData();
-  body.append("file", file);
-  const request = new XMLHttpRequest();  // fetch cannot report upload progress
-  request.open("POST", "/v1/media");
-  request.setRequestHeader("Authorization", `Bearer ${session.token}`);
-  request.upload.onprogress = (e) => { if (e.lengthComputable) progress.value = (100 * e.loaded) / e.total; };
-  request.onerror = () => { progress.hidden = true; fail(new ApiError(0, "network", "Cannot reach the service.")); };
-  request.onload = () => {
-    progress.hidden = true;
-    try {
-      uploaded = parseResponse(request.status, request.getResponseHeader("Retry-After"), request.responseText);
-    } catch (error) { fail(error); return; }
+  const button = event.submitter;
+  if (button) button.disabled = true;
+  try {
+    const form = await api("POST", "/v1/uploads", { content_type: type, bytes: file.size });
+    await sendToStore(form, file, type);
+    let media = await api("POST", `/v1/uploads/${form.upload_id}/complete`);
+    say("Processing your photo...", true);
+    media = await untilProcessed(media);
+    if (media.status === "failed") {
+      fail(new ApiError(422, media.failure, failureMessage(media.failure)));
+      return;
+    }
+    uploaded = media;
     const preview = $("preview");
-    preview.src = uploaded.thumbnail_url;
-    preview.width = Math.min(150, uploaded.width);
-    preview.height = Math.round((preview.width * uploaded.height) / uploaded.width);
+    preview.src = media.thumbnail_url;
+    preview.width = Math.min(150, media.width);
+    preview.height = Math.round((preview.width * media.height) / media.width);
     $("post-form").hidden = false;
     $("post-form").caption.focus();
     say("Uploaded. Add a caption and alt text, and post it.", true);
-  };
-  request.send(body);
+  } catch (error) {
+    fail(error);
+  } finally {
+    // Full until the photo is ready (or refused): sent, then processed.
+    $("upload-progress").hidden = true;
+    if (button) button.disabled = false;
+  }
 });
+
+// The presigned form's fields, then the file, POSTed to S3 (fetch cannot report progress).
+function sendToStore(form, file, type) {
+  return new Promise((resolve, reject) => {
+    const progress = $("upload-progress");
+    progress.hidden = false;
+    progress.value = 0;
+    const body = new FormData();
+    for (const [name, value] of Object.entries(form.fields)) body.append(name, value);
+    body.append("file", new Blob([file], { type }), file.name);
+    const request = new XMLHttpRequest();
+    request.open("POST", form.url);
+    request.upload.onprogress = (e) => { if (e.lengthComputable) progress.value = (100 * e.loaded) / e.total; };
+    request.onerror = () => reject(new ApiError(0, "network", "Cannot reach the image store."));
+    request.onload = () => {
+      if (request.status >= 200 && request.status < 300) { progress.value = 100; resolve(); return; }
+      reject(new ApiError(request.status, "storage_error", "The image store refused the photo."));
+    };
+    request.send(body);
+  });
+}
+
+async function untilProcessed(media) {
+  const started = Date.now();
+  while (media.status === "processing") {
+    if (Date.now() - started > PROCESSING_PATIENCE_MS) {
+      throw new ApiError(0, "slow", "Your photo is still being processed. Look for it again later.");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    media = await api("GET", `/v1/media/${media.media_id}`);
+  }
+  return media;
+}
+
+function failureMessage(code) {
+  switch (code) {
+    case "undecodable_image": return "That photo could not be read: it may be damaged.";
+    case "image_too_large": return "That photo has too many pixels.";
+    default: return "That photo could not be processed.";
+  }
+}
 
 $("post-form").addEventListener("submit", async (event) => {
   event.preventDefault();
