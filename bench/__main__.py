@@ -18,7 +18,15 @@ from bench.data import SIZES, load
 from bench.photos import phone_jpegs
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("thumbnail", "feed-vs-follows", "costs", "mix", "upload-storm", "celebrity")
+SCENARIOS = (
+    "thumbnail",
+    "feed-vs-follows",
+    "costs",
+    "mix",
+    "upload-storm",
+    "v1-uploads",
+    "celebrity",
+)
 
 
 @dataclass(frozen=True)
@@ -33,12 +41,13 @@ class Budget:
     mix_steps: int
     storm_feed_rate: float
     storm_upload_rates: tuple[float, ...]
+    v1_upload_rates: tuple[float, ...]
 
 
 BUDGETS = {
-    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4)),
-    "quick": Budget(4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40)),
-    "default": Budget(8.0, 15, 300, 8.0, 40, 7, 100, (5, 10, 20, 30, 40, 60)),
+    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4)),
+    "quick": Budget(4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40), (5, 10, 20)),
+    "default": Budget(8.0, 15, 300, 8.0, 40, 7, 100, (5, 10, 20, 30, 40, 60), (5, 10, 20)),
 }
 
 
@@ -105,6 +114,8 @@ async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[s
         return await scenarios.costs(ctx, budget.step_seconds)
     if name == "mix":
         return await scenarios.mix(ctx, budget.mix_start_rate, budget.mix_steps)
+    if name == "v1-uploads":
+        return await scenarios.v1_uploads(ctx, list(budget.v1_upload_rates), budget.storm_feed_rate)
     if name == "upload-storm":
         return await scenarios.upload_storm(
             ctx, budget.storm_feed_rate, list(budget.storm_upload_rates)

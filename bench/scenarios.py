@@ -19,7 +19,7 @@ import shutil
 import statistics
 import subprocess
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -259,6 +259,16 @@ class Traffic:
         ) as response:
             return Answer(response.status, len(body), len(await response.read()))
 
+    async def presign(self, session: aiohttp.ClientSession) -> Answer:
+        """V1's first call alone: a presigned POST for a 2 MB JPEG (never sent)."""
+        user = self.rng.choice(self.ctx.graph.readers)
+        body = orjson.dumps({"content_type": "image/jpeg", "bytes": len(self.ctx.photos[0])})
+        headers = {**self.ctx.auth(user), "Content-Type": "application/json"}
+        async with session.post(
+            f"{next(self.urls)}/v1/uploads", data=body, headers=headers
+        ) as response:
+            return Answer(response.status, len(body), len(await response.read()))
+
     def mix(self) -> list[tuple[str, float, Operation]]:
         """The seed's mix: 60% feed, 15% post detail, 10% uploads, 10% new posts, 5% likes."""
         return [
@@ -468,7 +478,15 @@ async def upload_storm(ctx: Context, feed_rate: float, upload_rates: list[float]
 
 # Light loads, each operation alone: nothing queues, so latency is the request's own, and the
 # CPU each part spent over the step is that operation's.
-COST_RATES = {"feed": 200, "detail": 200, "like": 100, "post": 30, "upload": 10}
+COST_RATES = {
+    "feed": 200,
+    "detail": 200,
+    "like": 100,
+    "post": 30,
+    "upload": 10,
+    "presign": 50,
+    "upload_v1": 10,
+}
 # The native client's connections: a closed loop, for the most reads a second it can get.
 NATIVE_CONNECTIONS = 8
 
@@ -494,6 +512,10 @@ async def costs(ctx: Context, seconds: float) -> dict[str, Any]:
             "like": traffic.like,
             "post": traffic.post,
             "upload": traffic.upload,
+            # V1: presign, the file straight to S3, complete (no media worker runs here: what
+            # the API spends per upload is what this step measures).
+            "presign": traffic.presign,
+            "upload_v1": DirectUploads(ctx, deployed.url).upload,
         }
         # What every part spends with no request at all (health checks, samplers, sweeps) is
         # not any request's: it is measured first and taken off each step.
@@ -607,6 +629,187 @@ def _native_feed(url: str, auth: dict[str, str], seconds: float) -> dict[str, An
         "statuses": statuses,
         "client_cpu_cores": round(cpu / seconds, 2),
     }
+
+
+# --- v1-uploads: presigned straight to S3, processed by media workers -----------------------
+
+# The media workers the scenario runs, each with this many image worker processes.
+V1_MEDIA_WORKERS = 1
+V1_IMAGE_WORKERS = 2
+# The longest a step's backlog may take to drain before the scenario gives up waiting.
+DRAIN_PATIENCE_SECONDS = 180.0
+
+
+@dataclass
+class DirectUploads:
+    """V1 uploads as a client makes them: presign through the balancer, the 2 MB form straight
+    to S3, complete through the balancer. Keeps what was completed, and the API's bytes."""
+
+    ctx: Context
+    url: str
+    rng: random.Random = field(default_factory=lambda: random.Random(11))
+    media_ids: list[int] = field(default_factory=list)
+    presign_bodies: list[int] = field(default_factory=list)
+    completes: Histogram = field(default_factory=Histogram)  # the complete call alone
+
+    async def upload(self, session: aiohttp.ClientSession) -> Answer:
+        user = self.rng.choice(self.ctx.graph.readers)
+        photo = self.rng.choice(self.ctx.photos)
+        auth = self.ctx.auth(user)
+        declared = orjson.dumps({"content_type": "image/jpeg", "bytes": len(photo)})
+        headers = {**auth, "Content-Type": "application/json"}
+        async with session.post(f"{self.url}/v1/uploads", data=declared, headers=headers) as answer:
+            form = await answer.read()
+            sent, received = _wire_bytes(answer, len(declared), len(form))
+            if answer.status != 201:
+                return Answer(answer.status, sent, received)
+        self.presign_bodies.append(len(form))
+        presigned = orjson.loads(form)
+        body = aiohttp.FormData()
+        for name, value in presigned["fields"].items():
+            body.add_field(name, value)
+        body.add_field("file", io.BytesIO(photo), filename="photo.jpg", content_type="image/jpeg")
+        async with session.post(presigned["url"], data=body) as stored:  # to S3, not the API
+            await stored.read()
+            if stored.status != 204:
+                return Answer(stored.status, sent, received)
+        path = f"{self.url}/v1/uploads/{presigned['upload_id']}/complete"
+        started = time.perf_counter()
+        async with session.post(path, headers=auth) as answer:
+            media = await answer.read()
+            self.completes.record(time.perf_counter() - started)
+            more_sent, more_received = _wire_bytes(answer, 0, len(media))
+            if answer.status == 202:
+                self.media_ids.append(orjson.loads(media)["media_id"])
+            return Answer(answer.status, sent + more_sent, received + more_received)
+
+
+def _wire_bytes(answer: aiohttp.ClientResponse, body_out: int, body_in: int) -> tuple[int, int]:
+    """Bytes of one API exchange on the wire, headers included: (sent, received)."""
+    request = answer.request_info
+    sent = len(f"{request.method} {request.url.raw_path_qs} HTTP/1.1\r\n") + body_out + 2
+    sent += sum(len(k) + len(v) + 4 for k, v in request.headers.items())
+    received = len(f"HTTP/1.1 {answer.status} {answer.reason}\r\n") + body_in + 2
+    received += sum(len(k) + len(v) + 4 for k, v in answer.raw_headers)
+    return sent, received
+
+
+async def v1_uploads(ctx: Context, rates: list[float], feed_rate: float) -> dict[str, Any]:
+    """V1's uploads at rising rates, with feed reads beside them: the API's bytes per upload,
+    the time to the 202 (the whole client flow, and the complete call alone), the time from
+    complete to ready, the feed's p99 while the media workers are saturated, and how long the
+    backlog takes to drain after each step. The API's CPU per upload is the costs step's."""
+    with ExitStack() as exits:
+        deployed = deploy(ctx, exits)
+        workers = [
+            exits.enter_context(
+                stack.media_worker(
+                    ctx.settings,
+                    THUMBNAIL_WORKERS=str(V1_IMAGE_WORKERS),
+                    LOG_LEVEL="WARNING",
+                    SERVICE_PROCESSES=str(ctx.processes + V1_MEDIA_WORKERS),
+                )
+            )
+            for _ in range(V1_MEDIA_WORKERS)
+        ]
+        meter = stack.CpuMeter(
+            deployed.services,
+            {**deployed.meter.other_pids, "media_workers": tuple(w.pid for w in workers)},
+        )
+        traffic = Traffic(ctx, [deployed.url], deque())
+        async with _session() as session:
+            rest = await open_loop(
+                session, [("feed", 1, traffic.feed)], feed_rate, ctx.step_seconds
+            )
+            rest_p99 = rest.operations["feed"].ok_latency.percentile(99) * 1000
+            steps = []
+            for rate in rates:
+                uploads = DirectUploads(ctx, deployed.url)
+                before = meter.read()
+                step = await open_loop(
+                    session,
+                    [("feed", feed_rate, traffic.feed), ("upload", rate, uploads.upload)],
+                    feed_rate + rate,
+                    ctx.step_seconds,
+                )
+                spent = meter.since(before)
+                drained = await _until_processed(ctx.settings, uploads.media_ids)
+                steps.append(
+                    _v1_step(step, spent, rate, rest_p99, drained, uploads)
+                    | await _ready_times(ctx.settings, uploads.media_ids)
+                )
+    return {"feed_rate": feed_rate, "feed_p99_at_rest_ms": round(rest_p99, 1), "steps": steps}
+
+
+def _v1_step(
+    step: Any,
+    spent: dict[str, float],
+    rate: float,
+    rest_p99: float,
+    drained: float | None,
+    uploads: DirectUploads,
+) -> dict[str, Any]:
+    stats, feed = step.operations["upload"], step.operations["feed"]
+    acknowledged = max(stats.ok_latency.count, 1)
+    feed_p99 = feed.ok_latency.percentile(99) * 1000
+    return {
+        "upload_rate": rate,
+        "acknowledged_per_s": round(stats.ok_latency.count / step.seconds, 1),
+        "statuses": {str(k): v for k, v in sorted(stats.statuses.items())},
+        "acknowledged_ms": stats.ok_latency.summary_ms(),
+        "complete_ms": uploads.completes.summary_ms(),
+        "api_bytes_per_upload": {
+            "sent": round(stats.sent / acknowledged),
+            "received": round(stats.received / acknowledged),
+        },
+        "presign_body_bytes": round(statistics.median(uploads.presign_bodies))
+        if uploads.presign_bodies
+        else None,
+        "feed_p99_ms": round(feed_p99, 1),
+        "feed_p99_vs_rest": round(feed_p99 / max(rest_p99, 1e-3), 2),
+        "feed_errors": feed.latency.count - feed.ok_latency.count,
+        "drain_seconds_after_step": None if drained is None else round(drained, 1),
+        "cpu_cores": _cores(spent, step.seconds),
+    }
+
+
+async def _until_processed(settings: Settings, media_ids: list[int]) -> float | None:
+    """Seconds until none of the media is processing any more; None past the patience."""
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    started = time.perf_counter()
+    try:
+        while time.perf_counter() - started < DRAIN_PATIENCE_SECONDS:
+            left = await conn.fetchval(
+                "SELECT count(*) FROM media WHERE media_id = ANY($1) AND status = 'processing'",
+                media_ids,
+            )
+            if not left:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    return None
+
+
+async def _ready_times(settings: Settings, media_ids: list[int]) -> dict[str, Any]:
+    """From complete (202) to ready, p50 and p99, by the database's own clock."""
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT status, extract(epoch FROM ready_at - completed_at)::float8 AS seconds "
+            "FROM media WHERE media_id = ANY($1)",
+            media_ids,
+        )
+    finally:
+        await conn.close()
+    waits = Histogram()
+    for row in rows:
+        if row["status"] == "ready":
+            waits.record(row["seconds"])
+    by_status: Counter[str] = Counter(row["status"] for row in rows)
+    return {"complete_to_ready_ms": waits.summary_ms(), "media_by_status": dict(by_status)}
 
 
 # Uploads and post creations that run during the celebrity burst, as the seed's failure

@@ -64,7 +64,15 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 # The parts whose CPU a load step reports, in the order the report shows them.
-CPU_PARTS = ("service", "image_workers", "balancer", "postgresql", "s3", "load_generator")
+CPU_PARTS = (
+    "service",
+    "image_workers",
+    "balancer",
+    "postgresql",
+    "s3",
+    "load_generator",
+    "media_workers",
+)
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,21 @@ def service(settings: Settings, **env: str) -> Iterator[Service]:
     try:
         _wait_until_ready(url, process)
         yield Service(url, process)
+    finally:
+        stop_service(process, 25)
+
+
+@contextmanager
+def media_worker(settings: Settings, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m app worker`, as `make run` starts it; stopped with SIGTERM at the end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "worker"],
+        cwd=ROOT,
+        env={**os.environ, **settings.to_env(), **env},
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        yield process
     finally:
         stop_service(process, 25)
 
