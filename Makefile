@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml uv.lock
 	@UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --quiet --locked --inexact --extra dev --compile-bytecode
 	@rm -f $(VENV)/.installed-* && touch $@
 
-run: $(STAMP)  ## start PostgreSQL, S3 and the service on http://127.0.0.1:8080 (Ctrl-C stops all)
+run: $(STAMP)  ## start PostgreSQL, S3 (and its job queue), the service on :8080 and media workers
 	$(PY) -m app local
 
 demo: $(STAMP)  ## fill a running `make run` with demo people, photos and likes; prints the logins

@@ -31,7 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--schemathesis-seconds",
         type=int,
-        default=45,
+        default=25,
         help="how long schemathesis generates requests (default: %(default)s)",
     )
     group.addoption(
