@@ -2,9 +2,10 @@
 
 The client declares what it will send (`presign`) and gets a presigned POST for one fresh,
 private key under `incoming/`; S3 takes the bytes, never the API. `complete` then checks what S3
-holds without fetching it: its size (HEAD), its type and its pixel count from its first bytes
-(ranged GETs), and records a media row in state `processing` and a job for the media workers
-(app/media_jobs.py). Anything wrong is answered with V0's codes, and the object is deleted.
+holds without fetching it: its size, its type and its pixel count from its first bytes
+(ranged GETs: the first answers the size too), and records a media row in state
+`processing` and a job for the media workers (app/media_jobs.py). Anything wrong is answered
+with V0's codes, and the object is deleted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import Any
+
+import asyncpg
 
 from app import db
 from app.db import Database
@@ -57,14 +60,9 @@ async def presign(
         raise UnsupportedMediaType("only image/jpeg, image/png and image/heic are accepted")
     if size > settings.max_upload_bytes:
         raise TooLarge(f"the upload is over the limit of {settings.max_upload_bytes:,} bytes")
+    # Unguessable, and never public: only this form may write it, only the service reads it.
+    key = f"{INCOMING_PREFIX}{user_id}/{secrets.token_urlsafe(18)}"
     async with database.connection() as conn:
-        unposted = await db.queries.unposted_media_count(conn, user_id=user_id)
-        if unposted >= settings.max_unposted_media:
-            raise UnpostedLimit(
-                f"you have {unposted} uploads no post uses yet, the most allowed: post some first"
-            )
-        # Unguessable, and never public: only this form may write it, only the service reads it.
-        key = f"{INCOMING_PREFIX}{user_id}/{secrets.token_urlsafe(18)}"
         row = await db.queries.insert_direct_upload(
             conn,
             user_id=user_id,
@@ -72,6 +70,12 @@ async def presign(
             content_type=content_type,
             declared_bytes=size,
             ttl_seconds=settings.upload_url_ttl,
+            max_unposted=settings.max_unposted_media,
+        )
+    if row["upload_id"] is None:
+        raise UnpostedLimit(
+            f"you have {row['unposted']} uploads no post uses yet, the most allowed: "
+            "post some first"
         )
     form = await storage.presigned_post(
         key, content_type, settings.max_upload_bytes, settings.upload_url_ttl
@@ -104,48 +108,49 @@ async def complete(
     if upload["abandoned_at"] is not None:
         raise UploadExpired("this upload expired before it was completed; start a new one")
     key = upload["object_key"]
-    size = await storage.object_size(key)
-    if size is None:
+    stored = await storage.read_head(key, FIRST_RANGE)  # its size and first bytes at once
+    if stored is None:
         if upload["expired"]:
             raise UploadExpired("this upload expired before its file arrived; start a new one")
         raise UploadNotReceived("the file has not reached the store yet: send it first")
+    size, head = stored
     try:
-        width, height = await _check_stored(storage, settings, key, size, upload)
+        width, height = await _check_stored(storage, settings, key, size, head, upload)
     except (ImageRejected, TooLarge, SizeMismatch, UnsupportedMediaType):
         await storage.delete_all([key])  # refused: nothing of it stays
         raise
     media_type = upload["content_type"]
     name = secrets.token_urlsafe(18)
     extension = "png" if media_type == PNG else "jpg"  # a HEIC is served as a JPEG rendition
-    async with database.connection() as conn, conn.transaction():
-        if not await db.queries.claim_direct_upload(conn, upload_id=upload_id):
+    async with database.connection() as conn:
+        row = await db.queries.complete_direct_upload(
+            conn,
+            upload_id=upload_id,
+            user_id=user_id,
+            original_key=f"{PUBLIC_PREFIX}{user_id}/{name}.{extension}",
+            thumbnail_key=f"{PUBLIC_PREFIX}{user_id}/{name}_thumb.jpg",
+            source_key=f"sources/{user_id}/{name}.heic" if media_type == HEIC else None,
+            incoming_key=key,
+            content_type=media_type,
+            width=width,
+            height=height,
+            bytes=size,
+        )
+        if row is None:  # a concurrent complete recorded it first
             media_id = await db.queries.completed_media(conn, upload_id=upload_id)
-            created = False
-        else:
-            media_id = await db.queries.insert_processing_media(
-                conn,
-                user_id=user_id,
-                original_key=f"{PUBLIC_PREFIX}{user_id}/{name}.{extension}",
-                thumbnail_key=f"{PUBLIC_PREFIX}{user_id}/{name}_thumb.jpg",
-                source_key=f"sources/{user_id}/{name}.heic" if media_type == HEIC else None,
-                incoming_key=key,
-                content_type=media_type,
-                width=width,
-                height=height,
-                bytes=size,
-            )
-            await db.queries.link_direct_upload(conn, upload_id=upload_id, media_id=media_id)
-            created = True
-    if created:
-        try:
-            await queue.send(media_id)
-        except Exception as exc:  # recorded: the stuck-job sweep queues it again
-            log.error("could not queue media %s (%s); the sweep will", media_id, type(exc).__name__)
-    return created, await media_status(database, storage, user_id, media_id)
+    if row is None:
+        return False, await media_status(database, storage, user_id, media_id)
+    try:
+        await queue.send(row["media_id"])
+    except Exception as exc:  # recorded: the stuck-job sweep queues it again
+        log.error(
+            "could not queue media %s (%s); the sweep will", row["media_id"], type(exc).__name__
+        )
+    return True, _status_body(row)
 
 
 async def _check_stored(
-    storage: Storage, settings: Settings, key: str, size: int, upload: Any
+    storage: Storage, settings: Settings, key: str, size: int, head: bytes, upload: Any
 ) -> tuple[int, int]:
     """The stored file's width and height, once its size, type and pixel count pass."""
     if size > settings.max_upload_bytes:
@@ -154,7 +159,6 @@ async def _check_stored(
         raise SizeMismatch(
             f"the stored file is {size:,} bytes, not the {upload['declared_bytes']:,} declared"
         )
-    head = await storage.read_range(key, 0, min(FIRST_RANGE, size))
     found = sniff(head[:4096])
     if found is None:
         raise UnsupportedMediaType("only JPEG, PNG and HEIC images are accepted")
@@ -190,13 +194,7 @@ async def media_status(
         row = await db.queries.owned_media(conn, media_id=media_id, user_id=user_id)
     if row is None:
         raise NotFound(f"no upload with id {media_id}")
-    body: dict[str, Any] = {
-        "media_id": row["media_id"],
-        "status": row["status"],
-        "content_type": row["content_type"],
-        "bytes": row["bytes"],
-        "created_at": row["created_at"],
-    }
+    body = _status_body(row)
     if row["status"] == "failed":
         body["failure"] = row["failure"]
     if row["status"] != "ready":
@@ -215,4 +213,14 @@ async def media_status(
             for r in row["renditions"]
         ],
         "ready_at": row["ready_at"],
+    }
+
+
+def _status_body(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "media_id": row["media_id"],
+        "status": row["status"],
+        "content_type": row["content_type"],
+        "bytes": row["bytes"],
+        "created_at": row["created_at"],
     }

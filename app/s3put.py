@@ -1,17 +1,20 @@
-"""PutObject on the upload's hot path: signed by botocore, sent by aiohttp.
+"""S3 calls on the uploads' hot paths: signed by botocore, sent by aiohttp.
 
 aiobotocore costs the service about 1.7 ms of CPU per put_object here, a third of it resolving
 the endpoint ruleset again for every object (its cache is keyed by the object key), and every
-V0 upload stores two or three objects. So the upload's PUTs are signed with botocore's own
-SigV4 signer, from the same credentials and configuration as the S3 client, and sent with
-aiohttp: about 0.67 ms each. The errors are botocore's, so callers handle both paths alike;
-every other call goes through the client (app/storage.py).
+V0 upload stores two or three objects, and completing a V1 upload makes a HEAD and a ranged
+GET. So those calls are signed with botocore's own SigV4 signer, from the same credentials
+and configuration as the S3 client, and sent with aiohttp: about 0.67 ms each. The errors are
+botocore's, so callers handle both paths alike; every other call goes through the client
+(app/storage.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -35,7 +38,8 @@ FAILURES = (ClientError, EndpointConnectionError, ConnectTimeoutError, ReadTimeo
 
 
 class ObjectPutter:
-    """Stores objects in one bucket, path-style, as the S3 client addresses them."""
+    """Stores, sizes and reads objects of one bucket, path-style, as the S3 client addresses
+    them."""
 
     def __init__(
         self,
@@ -62,46 +66,87 @@ class ObjectPutter:
 
     async def put(self, key: str, body: bytes | bytearray, content_type: str, cache: str) -> None:
         """Raises what the S3 client would: ClientError, EndpointConnectionError, timeouts."""
+        headers = {"Content-Type": content_type, "Cache-Control": cache}
+        await self._retried("PUT", key, headers, body)
+
+    async def size(self, key: str) -> int | None:
+        """The object's size (a HEAD), or None if it does not exist."""
+        try:
+            answer = await self._retried("HEAD", key, {}, None)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        return int(answer.headers["Content-Length"])
+
+    async def read_head(self, key: str, length: int) -> tuple[int, bytes] | None:
+        """The object's size and its first `length` bytes, in one ranged GET; None if it does
+        not exist."""
+        try:
+            answer = await self._retried("GET", key, {"Range": f"bytes=0-{length - 1}"}, None)
+        except ClientError as exc:
+            if _status(exc) == 404:
+                return None
+            if _status(exc) == 416:  # an empty object has no byte 0
+                return 0, b""
+            raise
+        return whole_size(answer.headers.get("Content-Range"), len(answer.body)), answer.body
+
+    async def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object (a ranged GET)."""
+        answer = await self._retried("GET", key, {"Range": f"bytes={start}-{end - 1}"}, None)
+        return answer.body
+
+    async def _retried(
+        self, method: str, key: str, headers: dict[str, str], body: bytes | bytearray | None
+    ) -> _Answer:
         for attempt in range(ATTEMPTS):
             try:
-                await self._put_once(key, body, content_type, cache)
-                return
+                return await self._once(method, key, headers, body)
             except FAILURES as exc:
                 status = _status(exc)
                 if attempt == ATTEMPTS - 1 or (status is not None and status not in RETRY_STATUSES):
                     raise
             await asyncio.sleep(random.uniform(0, 2**attempt))  # noqa: S311 - jitter, not secrets
+        raise AssertionError("unreachable: the last attempt raises")
 
-    async def _put_once(
-        self, key: str, body: bytes | bytearray, content_type: str, cache: str
-    ) -> None:
+    async def _once(
+        self, method: str, key: str, headers: dict[str, str], body: bytes | bytearray | None
+    ) -> _Answer:
         url = f"{self._bucket_url}/{quote(key, safe='/~')}"
-        request = AWSRequest(
-            method="PUT",
-            url=url,
-            headers={
-                "Content-Type": content_type,
-                "Cache-Control": cache,
-                "Content-Length": str(len(body)),
-            },
-        )
+        if body is not None:
+            headers = {**headers, "Content-Length": str(len(body))}
+        request = AWSRequest(method=method, url=url, headers=headers)
         request.context["client_config"] = self._config
         frozen = await self._credentials.get_frozen_credentials()
         S3SigV4Auth(frozen, "s3", self._region).add_auth(request)
+        signed = dict(request.headers.items())
         try:
-            async with self._session.put(
-                url, data=body, headers=dict(request.headers.items())
-            ) as response:
-                if response.status == 200:
-                    await response.read()
-                    return
-                raise _client_error(response.status, await response.text())
+            async with self._session.request(method, url, data=body, headers=signed) as response:
+                data = await response.read()
+                if response.status in (200, 206):
+                    return _Answer(response.headers, data)
+                raise _client_error(response.status, data.decode("utf-8", "replace"))
         except aiohttp.ConnectionTimeoutError:
             raise ConnectTimeoutError(endpoint_url=url) from None
         except aiohttp.ServerTimeoutError:
             raise ReadTimeoutError(endpoint_url=url) from None
         except aiohttp.ClientConnectionError as exc:
             raise EndpointConnectionError(endpoint_url=url, error=exc) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def whole_size(content_range: str | None, received: int) -> int:
+    """The object's size from a ranged answer's `Content-Range: bytes 0-65535/2013311` (an
+    answer without one carried the whole object)."""
+    if content_range and "/" in content_range:
+        return int(content_range.rsplit("/", 1)[1])
+    return received
 
 
 def _status(exc: Exception) -> int | None:

