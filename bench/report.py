@@ -111,13 +111,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             )
         )
     if costs and "upload_v1" in costs["operations"]:
-        v0 = costs["operations"]["upload"]["cpu_ms_per_request"]["service"]
+        # V0's API tier makes the thumbnails too: its image workers are part of it.
+        v0_cpu = costs["operations"]["upload"]["cpu_ms_per_request"]
+        v0 = round(v0_cpu["service"] + v0_cpu["image_workers"], 3)
         v1_op = costs["operations"]["upload_v1"]
         v1 = v1_op["cpu_ms_per_request"]["service"]
         rows.append(
             (
-                "V1 upload: API CPU (presign + complete) <= 5 ms and <= a fifth of V0's",
-                f"{v1} ms against V0's {v0} ms ({v0 / max(v1, 1e-6):.1f}x less)",
+                "V1 upload: API-tier CPU (presign + complete) <= 5 ms and <= a fifth of V0's",
+                f"{v1} ms against V0's {v0} ms (event loop {v0_cpu['service']} ms, image workers "
+                f"{v0_cpu['image_workers']} ms): {v0 / max(v1, 1e-6):.1f}x less",
                 v1 <= 5 and v1 * 5 <= v0,
             )
         )

@@ -496,7 +496,8 @@ async def costs(ctx: Context, seconds: float) -> dict[str, Any]:
     spent, the bytes through the API and the latency. Then what the balancer adds to a
     request, what verifying a JWT costs, and the feed as a native load client sees it."""
     with ExitStack() as exits:
-        deployed = deploy(ctx, exits)
+        # A queue of its own: the V1 uploads here are completed, never processed.
+        deployed = deploy(ctx, exits, SQS_QUEUE_NAME="bench-costs")
         writers = ctx.graph.readers[:100]
         posts_needed = int(COST_RATES["post"] * seconds / len(writers)) + 3
         spare = await spare_media(ctx.settings, writers, posts_needed)
@@ -700,7 +701,8 @@ async def v1_uploads(ctx: Context, rates: list[float], feed_rate: float) -> dict
     complete to ready, the feed's p99 while the media workers are saturated, and how long the
     backlog takes to drain after each step. The API's CPU per upload is the costs step's."""
     with ExitStack() as exits:
-        deployed = deploy(ctx, exits)
+        queue = {"SQS_QUEUE_NAME": "bench-v1-uploads"}
+        deployed = deploy(ctx, exits, **queue)
         workers = [
             exits.enter_context(
                 stack.media_worker(
@@ -708,10 +710,12 @@ async def v1_uploads(ctx: Context, rates: list[float], feed_rate: float) -> dict
                     THUMBNAIL_WORKERS=str(V1_IMAGE_WORKERS),
                     LOG_LEVEL="WARNING",
                     SERVICE_PROCESSES=str(ctx.processes + V1_MEDIA_WORKERS),
+                    **queue,
                 )
             )
             for _ in range(V1_MEDIA_WORKERS)
         ]
+        await asyncio.sleep(ctx.step_seconds)  # the workers start and warm their image workers
         meter = stack.CpuMeter(
             deployed.services,
             {**deployed.meter.other_pids, "media_workers": tuple(w.pid for w in workers)},
