@@ -42,10 +42,11 @@ class Budget:
     storm_feed_rate: float
     storm_upload_rates: tuple[float, ...]
     v1_upload_rates: tuple[float, ...]
+    feed_rates: tuple[float, ...] = (250, 500, 750, 1000, 1250)
 
 
 BUDGETS = {
-    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4)),
+    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), feed_rates=(250,)),
     "quick": Budget(4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40), (5, 10, 20)),
     "default": Budget(8.0, 15, 300, 8.0, 40, 7, 100, (5, 10, 20, 30, 40, 60), (5, 10, 20)),
 }
@@ -93,6 +94,7 @@ async def run(chosen: list[str], size_name: str, processes: int, out: Path) -> P
             budget.step_seconds,
             processes,
             workdir,
+            budget.feed_rates,
             backends.pids,
         )
         for name in chosen:

@@ -60,6 +60,7 @@ class Context:
     step_seconds: float
     processes: int
     workdir: Path  # the bench's own state (.local/bench)
+    feed_rates: tuple[float, ...]  # the feed-only steps' offered rates, until p99 passes 200 ms
     # whose CPU the bench reports: each part's processes
     backend_pids: dict[str, tuple[int, ...]] = field(default_factory=dict)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
@@ -417,7 +418,7 @@ async def _feed_at_f200(
 
     steps = []
     async with _session() as session:
-        for rate in (250, 500, 750, 1000, 1250):
+        for rate in ctx.feed_rates:
             cpu_before = meter.read()
             step = await open_loop(session, [("feed", 1, read)], rate, ctx.step_seconds)
             summary = step.summary()["operations"]["feed"]
@@ -487,6 +488,10 @@ COST_RATES = {
     "presign": 50,
     "upload_v1": 10,
 }
+# Before the idle CPU is measured, the processes settle after their start; it is then read
+# over at least this long, well above the CPU clock's 10 ms ticks.
+IDLE_SETTLE_SECONDS = 2.0
+IDLE_MIN_SECONDS = 3.0
 # The native client's connections: a closed loop, for the most reads a second it can get.
 NATIVE_CONNECTIONS = 8
 
@@ -519,10 +524,13 @@ async def costs(ctx: Context, seconds: float) -> dict[str, Any]:
             "upload_v1": DirectUploads(ctx, deployed.url).upload,
         }
         # What every part spends with no request at all (health checks, samplers, sweeps) is
-        # not any request's: it is measured first and taken off each step.
+        # not any request's: it is measured first, once the processes have settled after
+        # their start, and taken off each step.
+        await asyncio.sleep(IDLE_SETTLE_SECONDS)
+        quiet = max(seconds, IDLE_MIN_SECONDS)
         before = deployed.meter.read()
-        await asyncio.sleep(seconds)
-        idle = {part: cpu / seconds for part, cpu in deployed.meter.since(before).items()}
+        await asyncio.sleep(quiet)
+        idle = {part: cpu / quiet for part, cpu in deployed.meter.since(before).items()}
         measured = {}
         async with _session() as session:
             for name, rate in COST_RATES.items():

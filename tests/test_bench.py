@@ -90,7 +90,11 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         for name, op in ops.items():
             assert op["errors"] == 0, (name, op["statuses"])
             assert op["ok"] > 0
-            assert op["cpu_ms_per_request"]["service"] > 0, name
+            assert op["cpu_ms_per_request"]["service"] >= 0, name
+        # At the tiny size a step is one second: only the costliest show above the CPU
+        # clock's 10 ms ticks once the idle share is taken off.
+        for name in ("feed", "upload", "upload_v1"):
+            assert ops[name]["cpu_ms_per_request"]["service"] > 0, name
         upload = ops["upload"]
         assert upload["cpu_ms_per_request"]["image_workers"] > 0
         assert upload["api_bytes_per_request"] > 1_000_000  # the 2 MB body through the API
