@@ -18,6 +18,7 @@ import asyncpg
 
 from app import db
 from app.db import Database
+from app.delivery import ImageUrls
 from app.dimensions import NeedMore, NoDimensions, dimensions
 from app.errors import (
     ImageRejected,
@@ -94,6 +95,7 @@ async def complete(
     storage: Storage,
     queue: JobQueue,
     settings: Settings,
+    urls: ImageUrls,
     user_id: int,
     upload_id: int,
 ) -> tuple[bool, dict[str, Any]]:
@@ -104,7 +106,7 @@ async def complete(
     if upload is None:
         raise NotFound(f"no upload with id {upload_id}")
     if upload["media_id"] is not None:
-        return False, await media_status(database, storage, user_id, upload["media_id"])
+        return False, await media_status(database, urls, user_id, upload["media_id"])
     if upload["abandoned_at"] is not None:
         raise UploadExpired("this upload expired before it was completed; start a new one")
     key = upload["object_key"]
@@ -139,7 +141,7 @@ async def complete(
         if row is None:  # a concurrent complete recorded it first
             media_id = await db.queries.completed_media(conn, upload_id=upload_id)
     if row is None:
-        return False, await media_status(database, storage, user_id, media_id)
+        return False, await media_status(database, urls, user_id, media_id)
     try:
         await queue.send(row["media_id"])
     except Exception as exc:  # recorded: the stuck-job sweep queues it again
@@ -187,7 +189,7 @@ async def _check_stored(
 
 
 async def media_status(
-    database: Database, storage: Storage, user_id: int, media_id: int
+    database: Database, urls: ImageUrls, user_id: int, media_id: int
 ) -> dict[str, Any]:
     """A media as its owner sees it: its status, and its URLs once it is ready."""
     async with database.connection() as conn:
@@ -203,13 +205,13 @@ async def media_status(
         **body,
         "width": row["width"],
         "height": row["height"],
-        "original_url": storage.public_url(row["original_key"]),
-        "thumbnail_url": storage.public_url(row["thumbnail_key"]),
+        "original_url": urls(row["original_key"]),
+        "thumbnail_url": urls(row["thumbnail_key"]),
         "thumbnail_width": row["thumbnail_width"],
         "thumbnail_height": row["thumbnail_height"],
         "blurhash": row["blurhash"],
         "renditions": [
-            {"width": r["width"], "height": r["height"], "url": storage.public_url(r["key"])}
+            {"width": r["width"], "height": r["height"], "url": urls(r["key"])}
             for r in row["renditions"]
         ],
         "ready_at": row["ready_at"],

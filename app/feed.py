@@ -11,6 +11,7 @@ import asyncpg
 from app import db
 from app.cursors import NEWEST, Cursors
 from app.db import Database
+from app.delivery import ImageUrls
 from app.metrics import Metrics
 from app.posts import post_body
 
@@ -19,6 +20,7 @@ __all__ = ["NEWEST", "feed_page", "feed_rows"]
 
 async def feed_page(
     database: Database,
+    urls: ImageUrls,
     cursors: Cursors,
     metrics: Metrics,
     user_id: int,
@@ -37,7 +39,7 @@ async def feed_page(
         rows, strategy = await feed_rows(conn, user_id, before, limit + 1, query)
         elapsed = time.perf_counter() - started
         metrics.feed_query_seconds.labels(query, strategy).observe(elapsed)
-    items = [post_body(row) for row in rows[:limit]]
+    items = [post_body(row, urls) for row in rows[:limit]]
     more = len(rows) > limit
     next_cursor = cursors.encode_post_position("feed", rows[limit - 1]) if more else None
     return {"items": items, "next_cursor": next_cursor}

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from app.auth import TokenKeys, Tokens
     from app.cursors import Cursors
     from app.db import Database
+    from app.delivery import ImageUrls
     from app.images import ImagePool
     from app.lifecycle import Lifecycle
     from app.metrics import Metrics
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 STORAGE: web.AppKey[Storage] = web.AppKey("storage")
+# Object key -> the URL clients fetch it from (IMAGE_BASE_URL), applied when a response is made.
+IMAGE_URLS: web.AppKey[ImageUrls] = web.AppKey("image_urls")
 QUEUE: web.AppKey[JobQueue] = web.AppKey("queue")
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")

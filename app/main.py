@@ -15,8 +15,10 @@ from app.auth import TokenKeys, Tokens, auth_middleware
 from app.clients import client_address_middleware
 from app.cursors import Cursors
 from app.deadlines import deadline_middleware
+from app.delivery import ImageUrls
 from app.keys import (
     CURSORS,
+    IMAGE_URLS,
     LIFECYCLE,
     METRICS,
     RATE_LIMITER,
@@ -89,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TOKENS] = Tokens(settings)
     app[TOKEN_KEYS] = TokenKeys(settings.auth_cache_seconds)
     app[CURSORS] = Cursors(settings.jwt_secret)
+    app[IMAGE_URLS] = ImageUrls.of(settings)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app[THROTTLES] = AccountThrottles(settings)
     app[UPLOAD_BUDGET] = ByteBudget(settings.upload_memory_budget)

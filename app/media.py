@@ -20,6 +20,7 @@ import orjson
 
 from app import db, deadlines
 from app.db import Database
+from app.delivery import ImageUrls
 from app.errors import (
     IdempotencyInProgress,
     IdempotencyKeyReused,
@@ -47,6 +48,7 @@ class MediaWork:
     storage: Storage
     images: ImagePool
     settings: Settings
+    urls: ImageUrls
 
 
 async def create(
@@ -69,18 +71,27 @@ async def create(
             f"(an upload no post uses is deleted after {hours:g} hours)"
         )
     if idempotency_key is None:
-        return await _store(work, user_id, upload, media_type, None)
+        return _with_urls(await _store(work, user_id, upload, media_type, None), work.urls)
 
     # hashlib releases the GIL on large inputs: hash off the event loop.
     digest = await asyncio.to_thread(_sha256, upload.data)
     if (previous := await _claim(work.database, user_id, idempotency_key, digest)) is not None:
-        return previous
+        return _with_urls(previous, work.urls)
     try:
-        return await _store(work, user_id, upload, media_type, idempotency_key)
+        stored = await _store(work, user_id, upload, media_type, idempotency_key)
+        return _with_urls(stored, work.urls)
     except BaseException:
         # Let a retry try again; shielded, so a cancelled request still releases its claim.
         await asyncio.shield(_release(work.database, user_id, idempotency_key))
         raise
+
+
+def _with_urls(answer: dict[str, Any], urls: ImageUrls) -> dict[str, Any]:
+    """The answer as the client gets it: the keys it was recorded with become URLs."""
+    rendered = dict(answer)
+    rendered["original_url"] = urls(rendered.pop("original_key"))
+    rendered["thumbnail_url"] = urls(rendered.pop("thumbnail_key"))
+    return rendered
 
 
 def _sha256(data: Bytes) -> bytes:
@@ -177,8 +188,8 @@ async def _store(
                     "width": processed.width,
                     "height": processed.height,
                     "bytes": size,
-                    "original_url": storage.public_url(original.key),
-                    "thumbnail_url": storage.public_url(thumbnail.key),
+                    "original_key": original.key,
+                    "thumbnail_key": thumbnail.key,
                     "thumbnail_width": processed.thumbnail.width,
                     "thumbnail_height": processed.thumbnail.height,
                     "blurhash": processed.thumbnail.blurhash,

@@ -8,14 +8,14 @@ from typing import Any
 from app import db
 from app.cursors import Cursors
 from app.db import Database
+from app.delivery import ImageUrls
 from app.errors import Conflict, Forbidden, MediaNotReady, NotFound
-from app.storage import Storage
 
 MAX_CAPTION = 2200
 MAX_ALT_TEXT = 1500
 
 
-def post_body(row: Mapping[str, Any]) -> dict[str, Any]:
+def post_body(row: Mapping[str, Any], urls: ImageUrls) -> dict[str, Any]:
     """A post as the API shows it, from a row of the post or feed queries."""
     return {
         "id": row["post_id"],
@@ -26,8 +26,8 @@ def post_body(row: Mapping[str, Any]) -> dict[str, Any]:
         },
         "caption": row["caption"],
         "alt_text": row["alt_text"],
-        "image_url": row["image_url"],
-        "thumbnail_url": row["thumbnail_url"],
+        "image_url": urls(row["original_key"]),
+        "thumbnail_url": urls(row["thumbnail_key"]),
         "width": row["width"],
         "height": row["height"],
         "thumbnail_width": row["thumbnail_width"],
@@ -41,7 +41,7 @@ def post_body(row: Mapping[str, Any]) -> dict[str, Any]:
 
 async def create_post(
     database: Database,
-    storage: Storage,
+    urls: ImageUrls,
     author_id: int,
     media_id: int,
     caption: str,
@@ -64,25 +64,26 @@ async def create_post(
             media_id=media_id,
             caption=caption,
             alt_text=alt_text,
-            image_url=storage.public_url(media["original_key"]),
-            thumbnail_url=storage.public_url(media["thumbnail_key"]),
         )
         if post_id is None:
             raise Conflict("that upload already has a post")
         row = await db.queries.post(conn, post_id=post_id, viewer_id=author_id)
-    return post_body(row)
+    return post_body(row, urls)
 
 
-async def get_post(database: Database, post_id: int, viewer_id: int) -> dict[str, Any]:
+async def get_post(
+    database: Database, urls: ImageUrls, post_id: int, viewer_id: int
+) -> dict[str, Any]:
     async with database.connection() as conn:
         row = await db.queries.post(conn, post_id=post_id, viewer_id=viewer_id)
     if row is None:
         raise NotFound(f"no post with id {post_id}")
-    return post_body(row)
+    return post_body(row, urls)
 
 
 async def author_posts(
     database: Database,
+    urls: ImageUrls,
     cursors: Cursors,
     username: str,
     viewer_id: int,
@@ -108,7 +109,7 @@ async def author_posts(
             raise NotFound(f"no user named {username}")
     more = len(rows) > limit
     return {
-        "items": [post_body(row) for row in rows[:limit]],
+        "items": [post_body(row, urls) for row in rows[:limit]],
         "next_cursor": cursors.encode_post_position("posts", rows[limit - 1]) if more else None,
     }
 

@@ -120,7 +120,19 @@ class Settings:
     )
     s3_public_base_url: str | None = _env(
         "S3_PUBLIC_BASE_URL",
-        "prefix of the image URLs handed to clients; unset: S3_ENDPOINT_URL/S3_BUCKET",
+        "the bucket's public URL (the origin of the images); unset: S3_ENDPOINT_URL/S3_BUCKET",
+        default=None,
+    )
+    image_base_url: str | None = _env(
+        "IMAGE_BASE_URL",
+        "prefix of the image URLs in every response, built when it is rendered (an edge cache "
+        "or CDN); unset: S3_PUBLIC_BASE_URL's",
+        default=None,
+    )
+    edge_purge_url: str | None = _env(
+        "EDGE_PURGE_URL",
+        "edge cache that a delete sends PURGE requests to, for IMAGE_BASE_URL's path and the key; "
+        "unset: no purges (`make stack` sets it for its Varnish)",
         default=None,
     )
     s3_timeout: float = _env(
@@ -345,6 +357,14 @@ class Settings:
     local_s3_port: int = _env(
         "LOCAL_S3_PORT", "port of the embedded S3 (moto, 127.0.0.1 only)", default=9000
     )
+    local_edge_port: int = _env(
+        "LOCAL_EDGE_PORT",
+        "port of `make stack`'s edge cache (Varnish, 127.0.0.1 only) in front of the S3 origin",
+        default=9080,
+    )
+    local_edge_memory: str = _env(
+        "LOCAL_EDGE_MEMORY", "what `make stack`'s Varnish may hold in memory", default="256m"
+    )
     local_s3_sync_interval: float = _env(
         "LOCAL_S3_SYNC_INTERVAL",
         "seconds between copies of the embedded S3's objects to LOCAL_DIR",
@@ -457,6 +477,10 @@ class Settings:
             return self.s3_public_base_url.rstrip("/")
         endpoint = self.s3_endpoint_url or f"https://s3.{self.s3_region}.amazonaws.com"
         return f"{endpoint.rstrip('/')}/{self.s3_bucket}"
+
+    @property
+    def image_url_prefix(self) -> str:
+        return (self.image_base_url or self.public_base_url).rstrip("/")
 
     @property
     def upload_origins_list(self) -> list[str]:

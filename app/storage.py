@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -20,6 +20,9 @@ from app.metrics import Metrics
 from app.s3put import ObjectPutter, whole_size
 from app.settings import Settings
 from app.uploads import Bytes
+
+if TYPE_CHECKING:
+    from app.delivery import EdgePurger
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class Storage:
     cleanups: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     # The upload's PUTs without aiobotocore's per-call cost (app/s3put.py); None: the client.
     putter: ObjectPutter | None = None
+    # The edge cache that deleted objects are purged from (app/delivery.py); None: no edge.
+    edge: EdgePurger | None = None
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         if self.metrics is None:
@@ -182,7 +187,8 @@ class Storage:
             log.error("could not delete s3 object %s (%s); the orphan sweep will", key, reason)
 
     async def delete_objects(self, keys: list[str]) -> dict[str, str]:
-        """Deletes the objects, 1,000 per request; the keys S3 did not delete, with why.
+        """Deletes the objects, 1,000 per request, and purges them from the edge cache; the
+        keys S3 did not delete or the edge did not purge, with why (they stay queued).
 
         Deleting a key that does not exist succeeds: a retried delete is harmless.
         """
@@ -202,6 +208,9 @@ class Storage:
                 continue
             for error in response.get("Errors", []):
                 failed[error["Key"]] = error.get("Message") or error.get("Code") or "error"
+        if self.edge is not None:
+            # After S3's delete: a miss in between would fetch the object back into the edge.
+            failed.update(await self.edge.purge([k for k in keys if k not in failed]))
         return failed
 
     def delete_later(self, keys: list[str]) -> None:
@@ -286,9 +295,14 @@ async def open_storage(
     settings: Settings, metrics: Metrics | None = None
 ) -> AsyncIterator[Storage]:
     """The bucket for as long as the block runs; deletes still running are awaited at its end."""
+    from app.delivery import open_edge_purger  # it needs this module's PUBLIC_PREFIX
+
     session = s3_session(settings)
     config = client_config(settings)
-    async with session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as client:
+    async with (
+        session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config) as client,
+        open_edge_purger(settings) as edge,
+    ):
         credentials = await session.get_credentials()
         putter = None
         if credentials is not None:  # else every call fails as the client's would: no keys
@@ -307,6 +321,7 @@ async def open_storage(
             metrics,
             deadline=settings.s3_deadline,
             putter=putter,
+            edge=edge,
         )
         log.info("s3 client ready", extra={"bucket": settings.s3_bucket})
         try:

@@ -34,7 +34,7 @@ from app.direct_uploads import INCOMING_PREFIX
 from app.metrics import Metrics
 from app.queue import JobQueue
 from app.settings import Settings
-from app.storage import PUBLIC_PREFIX, Storage, s3_client
+from app.storage import PUBLIC_PREFIX, Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,7 @@ async def sweep(settings: Settings, min_age: dt.timedelta, delete: bool) -> list
     assert settings.database_url, "DATABASE_URL must be set"
     conn = await asyncpg.connect(settings.database_url)
     try:
-        async with s3_client(settings) as client:
-            storage = Storage(client, settings.s3_bucket, settings.public_base_url)
+        async with open_storage(settings) as storage:
             orphans = await find_orphans(conn, storage, min_age)
             for key in orphans:
                 print(orjson.dumps({"orphan": key, "deleted": delete}).decode())

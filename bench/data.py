@@ -91,15 +91,12 @@ async def load(dsn: str, size: Size, seed: int = 1) -> tuple[Graph, dict[str, An
         await conn.copy_records_to_table(
             "posts",
             records=(
-                (a, n, "", f"/bench/{n}.jpg", f"/bench/{n}_thumb.jpg", t)
-                for n, (a, t) in enumerate(zip(authors, times, strict=True), start=1)
+                (a, n, "", t) for n, (a, t) in enumerate(zip(authors, times, strict=True), start=1)
             ),
             columns=[
                 "author_id",
                 "media_id",
                 "caption",
-                "image_url",
-                "thumbnail_url",
                 "created_at",
             ],
         )

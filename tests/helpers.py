@@ -340,8 +340,8 @@ async def insert_posts(dsn: str, author_id: int, times: list[dt.datetime]) -> li
             )
             ids.append(
                 await conn.fetchval(
-                    "INSERT INTO posts (author_id, media_id, image_url, thumbnail_url, created_at)"
-                    " VALUES ($1, $2, 'i', 't', $3) RETURNING post_id",
+                    "INSERT INTO posts (author_id, media_id, created_at)"
+                    " VALUES ($1, $2, $3) RETURNING post_id",
                     author_id,
                     media_id,
                     created_at,

@@ -173,8 +173,7 @@ async def test_a_profile_has_counts_from_the_database(client: Client, clean_data
             ada.id,
         )
         await conn.execute(
-            "INSERT INTO posts (author_id, media_id, image_url, thumbnail_url)"
-            " VALUES ($1, $2, 'i', 't')",
+            "INSERT INTO posts (author_id, media_id) VALUES ($1, $2)",
             ada.id,
             media,
         )

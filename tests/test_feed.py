@@ -205,9 +205,8 @@ async def _load_grid(dsn: str) -> None:
             "INSERT INTO media (media_id, user_id, original_key, thumbnail_key, content_type,"
             "                   width, height, bytes) OVERRIDING SYSTEM VALUE"
             " SELECT n, author, 'o' || n, 't' || n, 'image/jpeg', 4, 3, 1 FROM gen;"
-            " INSERT INTO posts (post_id, author_id, media_id, image_url, thumbnail_url,"
-            "                    created_at) OVERRIDING SYSTEM VALUE"
-            " SELECT n, author, n, 'i', 't', created_at FROM gen"
+            " INSERT INTO posts (post_id, author_id, media_id, created_at) OVERRIDING SYSTEM VALUE"
+            " SELECT n, author, n, created_at FROM gen"
         )
         for i, (f, kind) in enumerate(GRID):
             viewer = ACTIVE_AUTHORS + QUIET_AUTHORS + 1 + i

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import asyncpg
@@ -131,3 +132,110 @@ def test_badly_named_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "add_users.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"NNNN_some_name\.sql"):
         discover(tmp_path)
+
+
+def _up_to_0007(folder: Path) -> Path:
+    """A folder of the migrations before posts lost their URLs."""
+    folder.mkdir()
+    for migration in discover():
+        if migration.version <= 7:
+            (folder / f"{migration.version:04d}_{migration.name}.sql").write_text(migration.sql)
+    return folder
+
+
+OLD_BASE = "http://old-origin.example/monogram"
+
+
+async def _old_post(conn: asyncpg.Connection, user_id: int, name: str, base: str) -> int:
+    """A post as 0001-0007 stored it: its URLs written in its row."""
+    media_id = await conn.fetchval(
+        "INSERT INTO media (user_id, original_key, thumbnail_key, content_type, width, height,"
+        " bytes) VALUES ($1, $2, $3, 'image/jpeg', 4, 3, 1) RETURNING media_id",
+        user_id,
+        f"media/{user_id}/{name}.jpg",
+        f"media/{user_id}/{name}_thumb.jpg",
+    )
+    post_id: int = await conn.fetchval(
+        "INSERT INTO posts (author_id, media_id, image_url, thumbnail_url)"
+        " VALUES ($1, $2, $3, $4) RETURNING post_id",
+        user_id,
+        media_id,
+        f"{base}/media/{user_id}/{name}.jpg",
+        f"{base}/media/{user_id}/{name}_thumb.jpg",
+    )
+    return post_id
+
+
+async def test_posts_keep_their_images_when_their_urls_become_keys(
+    fresh_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = fresh_postgres.dsn
+    await migrate(dsn, _up_to_0007(tmp_path / "migrations"))
+    conn = await asyncpg.connect(dsn)
+    try:
+        ada = await conn.fetchval(
+            "INSERT INTO users (username, password_hash) VALUES ('ada', 'x') RETURNING user_id"
+        )
+        posts = [await _old_post(conn, ada, f"photo{i}", OLD_BASE) for i in range(3)]
+        await conn.execute(
+            "INSERT INTO upload_idempotency (user_id, idempotency_key, body_sha256, media_id,"
+            " response) SELECT $1, 'k', '\\x00', media_id, jsonb_build_object('media_id',"
+            " media_id, 'original_url', $2 || '/' || original_key, 'thumbnail_url',"
+            " $2 || '/' || thumbnail_key) FROM media ORDER BY media_id LIMIT 1",
+            ada,
+            OLD_BASE,
+        )
+    finally:
+        await conn.close()
+
+    assert await migrate(dsn) == ["0008_image_keys_only"]
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT p.post_id, m.original_key, m.thumbnail_key FROM posts p"
+            " JOIN media m USING (media_id) ORDER BY p.post_id"
+        )
+        response = await conn.fetchval("SELECT response FROM upload_idempotency")
+    finally:
+        await conn.close()
+    assert [r["post_id"] for r in rows] == posts
+    assert [r["original_key"] for r in rows] == [f"media/{ada}/photo{i}.jpg" for i in range(3)]
+    assert [r["thumbnail_key"] for r in rows] == [
+        f"media/{ada}/photo{i}_thumb.jpg" for i in range(3)
+    ]
+    recorded = json.loads(response)
+    assert "original_url" not in recorded
+    assert recorded["original_key"] == f"media/{ada}/photo0.jpg"
+    assert recorded["thumbnail_key"] == f"media/{ada}/photo0_thumb.jpg"
+
+
+async def test_a_post_whose_url_names_other_keys_stops_the_migration_with_nothing_lost(
+    fresh_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    dsn = fresh_postgres.dsn
+    await migrate(dsn, _up_to_0007(tmp_path / "migrations"))
+    conn = await asyncpg.connect(dsn)
+    try:
+        ada = await conn.fetchval(
+            "INSERT INTO users (username, password_hash) VALUES ('ada', 'x') RETURNING user_id"
+        )
+        post = await _old_post(conn, ada, "photo", OLD_BASE)
+        await conn.execute(
+            "UPDATE posts SET image_url = 'https://elsewhere.example/other.jpg' WHERE post_id = $1",
+            post,
+        )
+    finally:
+        await conn.close()
+
+    with pytest.raises(asyncpg.RaiseError, match="1 posts have image URLs"):
+        await migrate(dsn)
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        kept = await conn.fetchval("SELECT image_url FROM posts WHERE post_id = $1", post)
+        applied = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    finally:
+        await conn.close()
+    assert kept == "https://elsewhere.example/other.jpg"
+    assert applied == 7

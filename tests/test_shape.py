@@ -19,6 +19,7 @@ import app
 from app import feed, media, posts, users
 from app.cursors import Cursors
 from app.db import open_database
+from app.delivery import ImageUrls
 from app.errors import AppError
 from app.images import open_image_pool
 from app.metrics import Metrics
@@ -129,6 +130,7 @@ async def test_the_work_runs_without_a_web_app(settings: Settings) -> None:
     """As a worker process will: open the resources, sign up, upload, post, read the feed."""
     metrics = Metrics(None, "worker")
     cursors = Cursors(settings.jwt_secret or "")
+    urls = ImageUrls.of(settings)
     async with (
         open_database(settings, metrics) as database,
         open_storage(settings, metrics) as storage,
@@ -141,18 +143,18 @@ async def test_the_work_runs_without_a_web_app(settings: Settings) -> None:
 
         budget = ByteBudget(settings.upload_memory_budget)
         upload = Upload(PHOTO, budget, len(PHOTO))
-        work = media.MediaWork(database, storage, images, settings)
+        work = media.MediaWork(database, storage, images, settings, urls)
         stored = await media.create(work, ada["id"], upload, None)
         assert (stored["width"], stored["height"]) == (290, 442)
         heic = (CORPUS / "Example1.heic").read_bytes()
         again = await media.create(work, ada["id"], Upload(heic, budget, len(heic)), "key-1")
         assert again["content_type"] == "image/heic"
 
-        post = await posts.create_post(database, storage, ada["id"], stored["media_id"], "hi")
+        post = await posts.create_post(database, urls, ada["id"], stored["media_id"], "hi")
         liked = await posts.set_like(database, bob["id"], post["id"], liked=True)
         assert liked["like_count"] == 1
 
-        page = await feed.feed_page(database, cursors, metrics, bob["id"], 20, None)
+        page = await feed.feed_page(database, urls, cursors, metrics, bob["id"], 20, None)
         assert [item["id"] for item in page["items"]] == [post["id"]]
         assert page["items"][0]["like_count"] == 1
         original = await storage.client.get_object(

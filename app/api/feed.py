@@ -6,7 +6,7 @@ from aiohttp import web
 
 from app import feed
 from app.api.responses import json_response
-from app.keys import CURSORS, DATABASE, METRICS, SETTINGS, USER_ID
+from app.keys import CURSORS, DATABASE, IMAGE_URLS, METRICS, SETTINGS, USER_ID
 from app.validation import page_limit
 
 
@@ -14,6 +14,7 @@ async def get_feed(request: web.Request) -> web.Response:
     app = request.app
     page = await feed.feed_page(
         app[DATABASE],
+        app[IMAGE_URLS],
         app[CURSORS],
         app[METRICS],
         request[USER_ID],

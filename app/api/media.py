@@ -12,7 +12,7 @@ from app.api import multipart
 from app.api.middlewares import request_id_for
 from app.api.responses import json_response, render_error
 from app.errors import AppError, BadRequest, ExpectationFailed
-from app.keys import DATABASE, IMAGES, METRICS, SETTINGS, STORAGE, USER_ID
+from app.keys import DATABASE, IMAGE_URLS, IMAGES, METRICS, SETTINGS, STORAGE, USER_ID
 from app.validation import path_id
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
@@ -25,7 +25,9 @@ async def upload_media(request: web.Request) -> web.Response:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
             raise BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
-        work = media.MediaWork(app[DATABASE], app[STORAGE], app[IMAGES], app[SETTINGS])
+        work = media.MediaWork(
+            app[DATABASE], app[STORAGE], app[IMAGES], app[SETTINGS], app[IMAGE_URLS]
+        )
         async with multipart.receive(request) as upload:
             body = await media.create(work, request[USER_ID], upload, key)
     except AppError as exc:

@@ -7,7 +7,7 @@ from aiohttp import web
 from app import deletes, posts
 from app.api.responses import json_response
 from app.errors import Invalid
-from app.keys import CURSORS, DATABASE, STORAGE, USER_ID
+from app.keys import CURSORS, DATABASE, IMAGE_URLS, STORAGE, USER_ID
 from app.validation import NEWLINES, json_object, page_limit, path_id, path_username, text_field
 
 CREATE_FIELDS = frozenset({"media_id", "caption", "alt_text"})
@@ -26,7 +26,7 @@ async def create_post(request: web.Request) -> web.Response:
     )
     post = await posts.create_post(
         request.app[DATABASE],
-        request.app[STORAGE],
+        request.app[IMAGE_URLS],
         request[USER_ID],
         media_id,
         caption or "",
@@ -37,7 +37,9 @@ async def create_post(request: web.Request) -> web.Response:
 
 async def get_post(request: web.Request) -> web.Response:
     post_id = path_id(request, "post_id")
-    return json_response(await posts.get_post(request.app[DATABASE], post_id, request[USER_ID]))
+    app = request.app
+    post = await posts.get_post(app[DATABASE], app[IMAGE_URLS], post_id, request[USER_ID])
+    return json_response(post)
 
 
 async def delete_post(request: web.Request) -> web.Response:
@@ -50,6 +52,7 @@ async def delete_post(request: web.Request) -> web.Response:
 async def user_posts(request: web.Request) -> web.Response:
     page = await posts.author_posts(
         request.app[DATABASE],
+        request.app[IMAGE_URLS],
         request.app[CURSORS],
         path_username(request),
         request[USER_ID],

@@ -7,7 +7,7 @@ from aiohttp import web
 from app import direct_uploads
 from app.api.responses import json_response
 from app.errors import Invalid
-from app.keys import DATABASE, QUEUE, SETTINGS, STORAGE, USER_ID
+from app.keys import DATABASE, IMAGE_URLS, QUEUE, SETTINGS, STORAGE, USER_ID
 from app.validation import json_object, path_id
 
 PRESIGN_FIELDS = frozenset({"content_type", "bytes"})
@@ -31,7 +31,13 @@ async def complete_upload(request: web.Request) -> web.Response:
     app = request.app
     upload_id = path_id(request, "upload_id")
     _, media = await direct_uploads.complete(
-        app[DATABASE], app[STORAGE], app[QUEUE], app[SETTINGS], request[USER_ID], upload_id
+        app[DATABASE],
+        app[STORAGE],
+        app[QUEUE],
+        app[SETTINGS],
+        app[IMAGE_URLS],
+        request[USER_ID],
+        upload_id,
     )
     # Accepted while a worker processes it; once it is ready (or failed), the final answer.
     return json_response(media, status=202 if media["status"] == "processing" else 200)
@@ -41,6 +47,6 @@ async def get_media(request: web.Request) -> web.Response:
     app = request.app
     media_id = path_id(request, "media_id")
     media = await direct_uploads.media_status(
-        app[DATABASE], app[STORAGE], request[USER_ID], media_id
+        app[DATABASE], app[IMAGE_URLS], request[USER_ID], media_id
     )
     return json_response(media)

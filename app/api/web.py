@@ -34,10 +34,10 @@ def _origin(url: str) -> str:
 
 
 def _headers(request: web.Request, content_type: str) -> dict[str, str]:
-    # Images come from the S3 origin, and V1 uploads go to the bucket's endpoint; everything
-    # else only from here.
+    # Images come from IMAGE_BASE_URL (the edge cache, or the S3 origin), and V1 uploads go to
+    # the bucket's endpoint; everything else only from here.
     settings = request.app[SETTINGS]
-    images = _origin(settings.public_base_url)
+    images = _origin(settings.image_url_prefix)
     store = _origin(settings.s3_endpoint_url or f"https://s3.{settings.s3_region}.amazonaws.com")
     return {
         "Content-Type": f"{content_type}; charset=utf-8",

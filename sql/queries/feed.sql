@@ -13,11 +13,11 @@
 -- every call (0.3 ms of planning for as much execution).
 WITH page AS MATERIALIZED (
     SELECT recent.post_id, recent.author_id, recent.media_id, recent.caption,
-           recent.image_url, recent.thumbnail_url, recent.like_count, recent.created_at,
+           recent.like_count, recent.created_at,
            recent.alt_text
     FROM (
-        SELECT p.post_id, p.author_id, p.media_id, p.caption, p.image_url, p.thumbnail_url,
-               p.like_count, p.created_at, p.alt_text
+        SELECT p.post_id, p.author_id, p.media_id, p.caption, p.like_count, p.created_at,
+               p.alt_text
         FROM posts p
         WHERE p.created_at <= :before_time
           AND (p.created_at < :before_time OR p.post_id < :before_id)
@@ -32,9 +32,10 @@ WITH page AS MATERIALIZED (
     ORDER BY recent.created_at DESC, recent.post_id DESC
     LIMIT (SELECT CAST(:page_size AS integer))
 )
-SELECT page.post_id, page.caption, page.image_url, page.thumbnail_url, page.like_count,
+SELECT page.post_id, page.caption, page.like_count,
        page.created_at, page.alt_text, u.user_id AS author_id, u.username, u.display_name,
-       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
+       m.original_key, m.thumbnail_key, m.width, m.height, m.thumbnail_width,
+       m.thumbnail_height, m.blurhash,
        EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = page.post_id)
            AS liked_by_me
 FROM page
@@ -78,8 +79,8 @@ page AS (
     FROM newest n
     CROSS JOIN bound b
     CROSS JOIN LATERAL (
-        SELECT p.post_id, p.author_id, p.media_id, p.caption, p.image_url, p.thumbnail_url,
-               p.like_count, p.created_at, p.alt_text
+        SELECT p.post_id, p.author_id, p.media_id, p.caption, p.like_count, p.created_at,
+               p.alt_text
         FROM posts p
         WHERE p.author_id = n.followee_id
           AND p.created_at >= b.created_at
@@ -92,9 +93,10 @@ page AS (
     ORDER BY p.created_at DESC, p.post_id DESC
     LIMIT :page_size
 )
-SELECT page.post_id, page.caption, page.image_url, page.thumbnail_url, page.like_count,
+SELECT page.post_id, page.caption, page.like_count,
        page.created_at, page.alt_text, u.user_id AS author_id, u.username, u.display_name,
-       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
+       m.original_key, m.thumbnail_key, m.width, m.height, m.thumbnail_width,
+       m.thumbnail_height, m.blurhash,
        EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = page.post_id)
            AS liked_by_me
 FROM page
@@ -128,9 +130,10 @@ WITH page AS MATERIALIZED (
     ORDER BY posts.created_at DESC, posts.post_id DESC
     LIMIT :page_size
 )
-SELECT page.post_id, page.caption, page.image_url, page.thumbnail_url, page.like_count,
+SELECT page.post_id, page.caption, page.like_count,
        page.created_at, page.alt_text, u.user_id AS author_id, u.username, u.display_name,
-       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
+       m.original_key, m.thumbnail_key, m.width, m.height, m.thumbnail_width,
+       m.thumbnail_height, m.blurhash,
        EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = page.post_id)
            AS liked_by_me
 FROM page

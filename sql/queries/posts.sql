@@ -1,7 +1,8 @@
 -- name: post(post_id, viewer_id)^
-SELECT p.post_id, p.caption, p.alt_text, p.image_url, p.thumbnail_url, p.like_count,
+SELECT p.post_id, p.caption, p.alt_text, p.like_count,
        p.created_at, u.user_id AS author_id, u.username, u.display_name,
-       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
+       m.original_key, m.thumbnail_key, m.width, m.height, m.thumbnail_width,
+       m.thumbnail_height, m.blurhash,
        EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :viewer_id AND l.post_id = p.post_id)
            AS liked_by_me
 FROM posts p
@@ -12,9 +13,10 @@ WHERE p.post_id = :post_id;
 -- name: author-posts(username, viewer_id, before_time, before_id, page_size)
 -- One page of a user's posts, newest first, below the cursor: a walk down
 -- idx_posts_author_time (post ids break ties between posts of the same microsecond).
-SELECT p.post_id, p.caption, p.alt_text, p.image_url, p.thumbnail_url, p.like_count,
+SELECT p.post_id, p.caption, p.alt_text, p.like_count,
        p.created_at, u.user_id AS author_id, u.username, u.display_name,
-       m.width, m.height, m.thumbnail_width, m.thumbnail_height, m.blurhash,
+       m.original_key, m.thumbnail_key, m.width, m.height, m.thumbnail_width,
+       m.thumbnail_height, m.blurhash,
        EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :viewer_id AND l.post_id = p.post_id)
            AS liked_by_me
 FROM users u
@@ -29,10 +31,10 @@ LIMIT :page_size;
 -- name: media-owner(media_id)^
 SELECT user_id, original_key, thumbnail_key, status, failure FROM media WHERE media_id = :media_id;
 
--- name: create-post(author_id, media_id, caption, alt_text, image_url, thumbnail_url)$
+-- name: create-post(author_id, media_id, caption, alt_text)$
 -- Nothing comes back when the media already has a post (UNIQUE (media_id)).
-INSERT INTO posts (author_id, media_id, caption, alt_text, image_url, thumbnail_url)
-VALUES (:author_id, :media_id, :caption, :alt_text, :image_url, :thumbnail_url)
+INSERT INTO posts (author_id, media_id, caption, alt_text)
+VALUES (:author_id, :media_id, :caption, :alt_text)
 ON CONFLICT (media_id) DO NOTHING
 RETURNING post_id;
 
