@@ -28,6 +28,7 @@ import asyncpg
 import pytest
 
 from app.auth import Tokens
+from app.devstack.edge import varnishd_binary
 from app.devstack.stack import caddy_binary
 from app.settings import Settings
 from app.storage import Storage, s3_client
@@ -37,6 +38,7 @@ from tests.helpers import (
     ROOT,
     User,
     assert_error_shape,
+    free_port,
     make_users,
     upload,
     wait_until_ready,
@@ -59,6 +61,7 @@ class Stack:
     state_path: Path
     supervisor: subprocess.Popen[bytes]
     settings: Settings
+    edge_port: int
 
     def pids(self) -> dict[str, int]:
         state = json.loads(self.state_path.read_text())
@@ -95,6 +98,7 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
         "LOCAL_DIR": str(tmp_path / "local"),
         "LOG_LEVEL": "WARNING",
         "THUMBNAIL_WORKERS": "1",
+        "LOCAL_EDGE_PORT": str(free_port()),
     }
     with log_path.open("wb") as log:
         supervisor = subprocess.Popen(
@@ -106,7 +110,8 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    running = Stack(url, tmp_path / "local" / "stack.json", supervisor, settings)
+    edge_port = int(env["LOCAL_EDGE_PORT"])
+    running = Stack(url, tmp_path / "local" / "stack.json", supervisor, settings, edge_port)
     try:
         try:
             wait_until_ready(url, supervisor)
@@ -202,6 +207,26 @@ async def test_a_file_of_the_services_largest_size_gets_past_the_balancer(
     # Past the balancer, the service reads it whole: the bytes after the JPEG's end are dropped.
     assert response.status == 201, await response.text()
     assert (await response.json())["bytes"] == stack.settings.max_upload_bytes
+
+
+@pytest.mark.skipif(varnishd_binary() is None, reason="varnishd (Debian: varnish) absent")
+async def test_the_stacks_images_come_through_its_edge_cache(
+    stack: Stack, session: aiohttp.ClientSession
+) -> None:
+    (author,) = await users(stack, 1, "edge")
+    response = await upload(session, author, PHOTO)
+    assert response.status == 201, await response.text()
+    url = (await response.json())["thumbnail_url"]
+    edge = f"http://127.0.0.1:{stack.edge_port}/{stack.settings.s3_bucket}/media/"
+    assert url.startswith(edge)
+    async with aiohttp.ClientSession() as browser:
+        seen = []
+        for _ in range(2):
+            async with browser.get(url) as image:
+                seen.append((image.status, image.headers.get("X-Cache")))
+    assert seen == [(200, "MISS"), (200, "HIT")]
+    async with session.get("/") as page:  # the web client may show images from the edge
+        assert f"http://127.0.0.1:{stack.edge_port}" in page.headers["Content-Security-Policy"]
 
 
 @dataclass

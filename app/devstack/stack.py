@@ -2,7 +2,8 @@
 
 N `python -m app serve` processes (ports PORT+1 .. PORT+N) behind Caddy on
 PORT, and MEDIA_WORKERS media workers, sharing one PostgreSQL and one S3 and
-media job queue (embedded unless their URLs are set).
+media job queue (embedded unless their URLs are set). Varnish, when installed,
+is the edge cache in front of S3 on LOCAL_EDGE_PORT (app/devstack/edge.py).
 Each process's pool is sized for N (SERVICE_PROCESSES), so together they stay
 within the server's connections, and they share one metrics directory, so any
 of them serves the sum at /metrics.
@@ -31,6 +32,7 @@ from typing import IO
 
 from prometheus_client import multiprocess
 
+from app.devstack.edge import INSTALL_HINT, EdgeCache, varnishd_binary
 from app.devstack.runner import (
     MediaWorkers,
     answers_ready,
@@ -178,6 +180,31 @@ def start_balancer(
     )
 
 
+def start_edge(settings: Settings, stack: ExitStack) -> Settings:
+    """Varnish in front of the S3 origin when it is installed and no IMAGE_BASE_URL is set:
+    image URLs point at it and deletes purge it. Without it, images come from the origin."""
+    if settings.image_base_url:
+        return settings
+    if varnishd_binary() is None:
+        print(f"\nNo edge cache: {INSTALL_HINT}.\n", flush=True)
+        return settings
+    assert settings.s3_endpoint_url is not None
+    if not settings.s3_endpoint_url.startswith("http://"):
+        print("\nNo edge cache: the local Varnish fetches from an http:// S3 only.\n", flush=True)
+        return settings
+    edge = EdgeCache(
+        settings.local_edge_port,
+        settings.s3_endpoint_url,
+        settings.local_dir.resolve() / "edge",
+        settings.local_edge_memory,
+    )
+    stack.callback(edge.stop)
+    edge.start()
+    return settings.with_overrides(
+        image_base_url=f"{edge.url}/{settings.s3_bucket}", edge_purge_url=edge.url
+    )
+
+
 def run_stack(settings: Settings, processes: int) -> int:
     caddy_binary()  # says how to install Caddy before anything starts
     stopping = stop_on_signals()
@@ -186,6 +213,7 @@ def run_stack(settings: Settings, processes: int) -> int:
         settings = start_backends(settings, stack)
         if stopping.is_set():
             return 0
+        settings = start_edge(settings, stack)
         settings = settings.with_overrides(
             # The service processes and the media workers share the database's connections.
             service_processes=processes + settings.media_workers,
@@ -213,6 +241,7 @@ def run_stack(settings: Settings, processes: int) -> int:
         print(
             f"\nMonogram is running at {fleet.balancer_url}: Caddy in front of "
             f"{processes} service processes on ports {fleet.ports[0]}-{fleet.ports[-1]}"
+            f"\nImages are served from {settings.image_url_prefix}"
             "\n(Ctrl-C stops it; `make restart-rolling` replaces the processes one by one)\n",
             flush=True,
         )
