@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.devstack.edge import VCL, varnishd_binary
 from app.devstack.stack import CADDYFILE
 from app.settings import Settings
 from app.uploads import FRAMING_ALLOWANCE
@@ -134,5 +135,44 @@ def test_caddy_accepts_the_balancer_config_with_the_composes_variables() -> None
         capture_output=True,
         text=True,
         check=False,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+
+
+def test_compose_puts_the_edge_cache_in_front_of_s3_with_make_stacks_vcl() -> None:
+    services = compose()
+    edge = services["edge"]
+    command = edge["command"]
+    assert isinstance(command, list)
+    assert command[:2] == ["varnishd", "-F"]
+    assert "/etc/varnish/default.vcl" in command and "vcl_path=/etc/varnish" in command
+    assert edge["volumes"] == [
+        "./varnish/default.vcl:/etc/varnish/default.vcl:ro",
+        "./varnish/compose-site.vcl:/etc/varnish/site.vcl:ro",
+    ]
+    assert VCL == DOCKER / "varnish" / "default.vcl"  # the file `make stack` gives Varnish
+    assert edge["ports"] == ["127.0.0.1:9080:9080"]
+    env = services["service-1"]["environment"]
+    assert isinstance(env, dict)
+    assert env["IMAGE_BASE_URL"] == "http://localhost:9080/monogram"
+    assert env["EDGE_PURGE_URL"] == "http://edge:9080"
+    site = (DOCKER / "varnish" / "compose-site.vcl").read_text()
+    assert '.host = "s3";' in site and '.port = "5000";' in site  # moto's port in compose
+
+
+@pytest.mark.skipif(varnishd_binary() is None, reason="varnishd (Debian: varnish) absent")
+def test_varnish_compiles_the_vcl_with_the_composes_origin(tmp_path: Path) -> None:
+    # The compiler resolves the backend's name, and `s3` exists only on compose's network.
+    site = (DOCKER / "varnish" / "compose-site.vcl").read_text()
+    (tmp_path / "site.vcl").write_text(site.replace('"s3"', '"127.0.0.1"'))
+    binary = varnishd_binary()
+    assert binary is not None
+    check = subprocess.run(
+        [binary, "-C", "-j", "none", "-n", str(tmp_path / "work"), "-f", str(VCL)]
+        + ["-p", f"vcl_path={tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
     )
     assert check.returncode == 0, check.stderr[-2000:]

@@ -4,8 +4,8 @@ vcl 4.1;
 
 backend origin {
     .host = "s3";
-    .port = "9000";
-    .host_header = "s3:9000";
+    .port = "5000";
+    .host_header = "s3:5000";
     .connect_timeout = 2s;
     .first_byte_timeout = 10s;
     .between_bytes_timeout = 5s;
