@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios, stack
+from bench import images, report, scenarios, stack
 from bench.data import SIZES, load
 from bench.photos import phone_jpegs
 
@@ -25,6 +25,7 @@ SCENARIOS = (
     "mix",
     "upload-storm",
     "v1-uploads",
+    "images",
     "celebrity",
 )
 
@@ -42,13 +43,15 @@ class Budget:
     storm_feed_rate: float
     storm_upload_rates: tuple[float, ...]
     v1_upload_rates: tuple[float, ...]
+    image_pages: int  # feed pages of 5 images per browser in the images scenario
+    image_rounds: int  # browsers per way
     feed_rates: tuple[float, ...] = (250, 500, 750, 1000, 1250)
 
 
 BUDGETS = {
-    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), feed_rates=(250,)),
-    "quick": Budget(4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40), (5, 10, 20)),
-    "default": Budget(8.0, 15, 300, 8.0, 40, 7, 100, (5, 10, 20, 30, 40, 60), (5, 10, 20)),
+    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), 2, 1, feed_rates=(250,)),
+    "quick": Budget(4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40), (5, 10, 20), 4, 3),
+    "default": Budget(8.0, 15, 300, 8.0, 40, 7, 100, (5, 10, 20, 30, 40, 60), (5, 10, 20), 6, 5),
 }
 
 
@@ -83,6 +86,8 @@ async def run(chosen: list[str], size_name: str, processes: int, out: Path) -> P
         from app.storage import ensure_bucket
 
         assert settings.database_url
+        if "postgresql" in backends.pids:  # started here, not given by DATABASE_URL
+            await stack.empty_schema(settings.database_url)
         await migrate(settings.database_url)
         await ensure_bucket(settings)
         graph, facts["data"] = await load(settings.database_url, size)
@@ -118,6 +123,8 @@ async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[s
         return await scenarios.mix(ctx, budget.mix_start_rate, budget.mix_steps)
     if name == "v1-uploads":
         return await scenarios.v1_uploads(ctx, list(budget.v1_upload_rates), budget.storm_feed_rate)
+    if name == "images":
+        return await images.images(ctx, budget.image_pages, budget.image_rounds)
     if name == "upload-storm":
         return await scenarios.upload_storm(
             ctx, budget.storm_feed_rate, list(budget.storm_upload_rates)

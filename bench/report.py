@@ -141,6 +141,27 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 top["complete_ms"]["p99_ms"] < 200,
             )
         )
+    if (images := results.get("images")) and "edge_warm" in images["ways"]:
+        ways = images["ways"]
+        warm = ways["edge_warm"]
+        rows += [
+            (
+                "images, far user: warm edge's page of images p50 >= 10x better than the origin's",
+                f"{warm['images_per_page']['p50_ms']} ms against "
+                f"{ways['origin']['images_per_page']['p50_ms']} ms: {images['warm_speedup_p50']}x",
+                (images["warm_speedup_p50"] or 0) >= 10,
+            ),
+            (
+                "images: 0 origin GETs per warm page view",
+                f"{warm['origin_gets_per_page']}",
+                warm["origin_gets_per_page"] == 0,
+            ),
+            (
+                "images: hit ratio >= 95% after one pass over the feed's images",
+                f"{warm['hit_ratio']:.1%}",
+                warm["hit_ratio"] is not None and warm["hit_ratio"] >= 0.95,
+            ),
+        ]
     if celebrity := results.get("celebrity"):
         celeb = celebrity["monogram"]
         slowest = celeb["latency"]["max_ms"]
@@ -305,6 +326,8 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         _plot_storm(out / f"upload-storm-{stamp}.png", storm)
     if v1 := results.get("v1-uploads"):
         lines += _v1_lines(v1)
+    if images := results.get("images"):
+        lines += _images_lines(images)
     if celebrity := _bursts(results):
         any_run = next(iter(celebrity.values()))
         writes = sum(any_run["writes_during_the_burst"]["upload"]["statuses"].values())
@@ -413,6 +436,40 @@ def _v1_lines(v1: dict[str, Any]) -> list[str]:
         "CPU per upload is in the costs table (`upload_v1`, beside V0's `upload`).",
         "",
     ]
+    return lines
+
+
+def _images_lines(images: dict[str, Any]) -> list[str]:
+    lines = [
+        "## images: a far viewer's feed pages and their images, from the origin and through the edge",
+        "",
+        f"Simulated geography ({images['simulated']}). Each page view: the feed's JSON "
+        f"({images['page_size']} posts), then its {images['page_size']} thumbnails over at most "
+        f"{images['connections_per_host']} keep-alive connections per host, as a browser loads "
+        f"them; {images['distinct_images']} distinct images.",
+        "",
+        "| way | page views | images of a page p50 / p99 ms | whole page p50 / p99 ms | one image p50 / p99 ms | origin GETs per page | hit ratio | origin CPU ms per page | failed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, way in images["ways"].items():
+        hit = way.get("hit_ratio")
+        lines.append(
+            f"| {name} | {way['page_views']} | {way['images_per_page']['p50_ms']} / {way['images_per_page']['p99_ms']} | "
+            f"{way['whole_page']['p50_ms']} / {way['whole_page']['p99_ms']} | "
+            f"{way['per_image']['p50_ms']} / {way['per_image']['p99_ms']} | {way['origin_gets_per_page']} | "
+            f"{'-' if hit is None else f'{hit:.1%}'} | {way['origin_cpu_ms_per_page']} | {way['failed']} |"
+        )
+    lines.append("")
+    if missing := images.get("edge_missing"):
+        lines += [missing + ".", ""]
+    if "s3_get_p99_ms" in images:
+        lines += [
+            f"The seed's metric 5 (S3 GET p99, alert at 300 ms), from the far viewer's origin GETs: "
+            f"{images['s3_get_p99_ms']} ms. The seed's 750-1,000 ms a page is 5 images fetched one "
+            "after another; a browser fetches them at once, so a page costs about one round trip "
+            "(two on new connections).",
+            "",
+        ]
     return lines
 
 

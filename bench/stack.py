@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import psutil
 
 from app.auth import Tokens
@@ -153,6 +154,16 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Backends]:
             }
         )
         yield Backends(settings, pids)
+
+
+async def empty_schema(dsn: str) -> None:
+    """Drops every table of the bench's own PostgreSQL: each run loads its data anew, and what
+    an older run left, in an older schema with rows no migration expects, is not kept."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
 
 
 @contextmanager

@@ -117,6 +117,19 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
             assert step["api_bytes_per_upload"]["sent"] < 4096
             assert step["presign_body_bytes"] > 0
             assert step["cpu_cores"]["media_workers"] > 0
+    elif scenario == "images":
+        origin = result["ways"]["origin"]
+        assert origin["failed"] == 0
+        assert origin["origin_gets_per_page"] == 5  # every image of the page from the origin
+        assert origin["images_per_page"]["p50_ms"] >= 150  # at least the simulated round trip
+        if "edge_missing" not in result:
+            cold, warm = result["ways"]["edge_cold"], result["ways"]["edge_warm"]
+            assert cold["failed"] == warm["failed"] == 0
+            assert cold["hit_ratio"] == 0  # every image purged before the pass
+            assert cold["origin_gets_per_page"] == 5
+            assert warm["hit_ratio"] == 1
+            assert warm["origin_gets_per_page"] == 0
+            assert warm["images_per_page"]["p50_ms"] < 150  # no trip to the origin
     elif scenario == "upload-storm":
         assert result["feed_p99_at_rest_ms"] > 0
         assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])
@@ -143,7 +156,7 @@ def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
     assert "## Capacity of the seed's deployment" in text
     assert "`FEED_QUERY=seed`" in text  # the seed's JOIN beside Monogram's query
     # Every figure the seed states, beside this run's, with what it means for the seed's
-    # deployment; the V1 figures say they are not measured yet.
+    # deployment.
     claims = text.split("## The seed's claims", 1)[1].split("\n## ", 1)[0]
     for claim in (
         "requests/s in all",
@@ -157,11 +170,13 @@ def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
         "JWT validation",
         "the load balancer's added latency",
         "S3 GETs for images",
+        "image loading per page for a far user",
         "presigning an upload URL",
     ):
         assert f"| {claim}" in claims, claim
-    # What V1's image delivery measures (the images scenario) is still to come.
-    assert claims.count("not measured yet") == 2
+    assert "not measured yet" not in claims
+    assert "## images:" in text
+    assert "simulated" in text.split("## images:", 1)[1]
     assert "| V1 upload: the API only signs and checks" in claims
     assert "## costs" in text
     for plot in ("feed-vs-follows", "mix", "upload-storm", "celebrity"):
