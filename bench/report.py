@@ -446,7 +446,8 @@ def _images_lines(images: dict[str, Any]) -> list[str]:
         f"Simulated geography ({images['simulated']}). Each page view: the feed's JSON "
         f"({images['page_size']} posts), then its {images['page_size']} thumbnails over at most "
         f"{images['connections_per_host']} keep-alive connections per host, as a browser loads "
-        f"them; {images['distinct_images']} distinct images.",
+        f"them; {images['distinct_images']} distinct images. The origin's CPU is moto's and its "
+        "gate's, with what they spend idle taken off.",
         "",
         "| way | page views | images of a page p50 / p99 ms | whole page p50 / p99 ms | one image p50 / p99 ms | origin GETs per page | hit ratio | origin CPU ms per page | failed |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
