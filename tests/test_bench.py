@@ -176,7 +176,7 @@ def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
         assert f"| {claim}" in claims, claim
     assert "not measured yet" not in claims
     assert "## images:" in text
-    assert "simulated" in text.split("## images:", 1)[1]
+    assert "simulated" in text.split("## images:", 1)[1].lower()
     assert "| V1 upload: the API only signs and checks" in claims
     assert "## costs" in text
     for plot in ("feed-vs-follows", "mix", "upload-storm", "celebrity"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -21,6 +22,7 @@ from tests.helpers import (
     CORPUS,
     AiohttpClient,
     Client,
+    User,
     free_port,
     publish,
     sign_up,
@@ -49,6 +51,15 @@ def through_edge(settings: Settings, edge: EdgeCache, purge: bool = True) -> Set
         image_base_url=f"{edge.url}/{settings.s3_bucket}",
         edge_purge_url=edge.url if purge else None,
     )
+
+
+async def published_through(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> tuple[Client, User, dict[str, Any]]:
+    """A service with these settings, a user on it, and that user's first post."""
+    client = await aiohttp_client(create_app(settings))
+    ada = await sign_up(client, "ada")
+    return client, ada, await publish(client, ada)
 
 
 async def fetch(url: str) -> tuple[int, str | None, bytes]:
@@ -87,9 +98,7 @@ async def test_an_old_posts_urls_follow_the_image_base_url(
 async def test_a_miss_then_hits_with_one_origin_get(
     aiohttp_client: AiohttpClient, settings: Settings, edge: EdgeCache
 ) -> None:
-    client = await aiohttp_client(create_app(through_edge(settings, edge)))
-    ada = await sign_up(client, "ada")
-    post = await publish(client, ada)
+    _, _, post = await published_through(aiohttp_client, through_edge(settings, edge))
     url = post["thumbnail_url"]
     assert url.startswith(f"{edge.url}/{settings.s3_bucket}/media/")
     origin_url = url.replace(edge.url, settings.s3_endpoint_url or "", 1)
@@ -162,9 +171,7 @@ async def test_a_missing_object_is_404_and_kept_only_briefly(
 async def test_a_deleted_posts_images_are_404_through_the_cache_at_once(
     aiohttp_client: AiohttpClient, settings: Settings, edge: EdgeCache
 ) -> None:
-    client = await aiohttp_client(create_app(through_edge(settings, edge)))
-    ada = await sign_up(client, "ada")
-    post = await publish(client, ada)
+    client, ada, post = await published_through(aiohttp_client, through_edge(settings, edge))
     urls = [post["image_url"], post["thumbnail_url"]]
     for url in urls:
         await fetch(url)
@@ -185,9 +192,7 @@ async def test_a_purge_the_edge_missed_stays_queued_until_the_retry_does_it(
         image_base_url=f"{edge.url}/{settings.s3_bucket}",
         edge_purge_url=f"http://127.0.0.1:{free_port()}",
     )
-    client = await aiohttp_client(create_app(deaf))
-    ada = await sign_up(client, "ada")
-    post = await publish(client, ada)
+    client, ada, post = await published_through(aiohttp_client, deaf)
     url = post["thumbnail_url"]
     await fetch(url)
     assert (await client.delete(f"/v1/posts/{post['id']}", headers=ada.auth)).status == 204

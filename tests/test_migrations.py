@@ -146,6 +146,19 @@ def _up_to_0007(folder: Path) -> Path:
 OLD_BASE = "http://old-origin.example/monogram"
 
 
+async def _user_on_0007(dsn: str, tmp_path: Path) -> int:
+    """Migrates to 0007 and makes a user; its id."""
+    await migrate(dsn, _up_to_0007(tmp_path / "migrations"))
+    conn = await asyncpg.connect(dsn)
+    try:
+        user_id: int = await conn.fetchval(
+            "INSERT INTO users (username, password_hash) VALUES ('ada', 'x') RETURNING user_id"
+        )
+    finally:
+        await conn.close()
+    return user_id
+
+
 async def _old_post(conn: asyncpg.Connection, user_id: int, name: str, base: str) -> int:
     """A post as 0001-0007 stored it: its URLs written in its row."""
     media_id = await conn.fetchval(
@@ -170,12 +183,9 @@ async def test_posts_keep_their_images_when_their_urls_become_keys(
     fresh_postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     dsn = fresh_postgres.dsn
-    await migrate(dsn, _up_to_0007(tmp_path / "migrations"))
+    ada = await _user_on_0007(dsn, tmp_path)
     conn = await asyncpg.connect(dsn)
     try:
-        ada = await conn.fetchval(
-            "INSERT INTO users (username, password_hash) VALUES ('ada', 'x') RETURNING user_id"
-        )
         posts = [await _old_post(conn, ada, f"photo{i}", OLD_BASE) for i in range(3)]
         await conn.execute(
             "INSERT INTO upload_idempotency (user_id, idempotency_key, body_sha256, media_id,"
@@ -214,12 +224,9 @@ async def test_a_post_whose_url_names_other_keys_stops_the_migration_with_nothin
     fresh_postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     dsn = fresh_postgres.dsn
-    await migrate(dsn, _up_to_0007(tmp_path / "migrations"))
+    ada = await _user_on_0007(dsn, tmp_path)
     conn = await asyncpg.connect(dsn)
     try:
-        ada = await conn.fetchval(
-            "INSERT INTO users (username, password_hash) VALUES ('ada', 'x') RETURNING user_id"
-        )
         post = await _old_post(conn, ada, "photo", OLD_BASE)
         await conn.execute(
             "UPDATE posts SET image_url = 'https://elsewhere.example/other.jpg' WHERE post_id = $1",

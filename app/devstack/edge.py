@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.devstack.runner import stop_service
+
 log = logging.getLogger(__name__)
 
 VCL = Path(__file__).resolve().parents[2] / "docker" / "varnish" / "default.vcl"
@@ -142,12 +144,7 @@ class EdgeCache:
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_service(process, 5.0)
         log.info("edge cache (varnish) stopped")
 
 
