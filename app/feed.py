@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import Any
 
 import asyncpg
+from valkey.exceptions import ValkeyError
 
 from app import db
 from app.cursors import NEWEST, Cursors
@@ -14,8 +16,11 @@ from app.db import Database
 from app.delivery import ImageUrls
 from app.metrics import Metrics
 from app.posts import post_body
+from app.timelines import Entry, Timelines
 
-__all__ = ["NEWEST", "feed_page", "feed_rows"]
+__all__ = ["NEWEST", "feed_page", "feed_rows", "timeline_rows"]
+
+log = logging.getLogger(__name__)
 
 
 async def feed_page(
@@ -27,18 +32,25 @@ async def feed_page(
     limit: int,
     cursor: str | None,
     query: str = "monogram",
+    timelines: Timelines | None = None,
 ) -> dict[str, Any]:
     """One page of the user's feed, newest first, after the post the cursor names.
 
-    `query` is FEED_QUERY: the service's own SQL, or the source design's JOIN.
+    `query` is FEED_QUERY: the service's own SQL, or the source design's JOIN. With
+    `timelines` (FEED_MODE=push|hybrid) the page comes from the reader's timeline and the
+    pulled posts beside it, and from the pull query only when that cannot answer exactly.
     """
     before = cursors.decode_post_position("feed", cursor)
-    async with database.connection() as conn:
-        started = time.perf_counter()
-        # One row more than asked tells whether another page exists.
-        rows, strategy = await feed_rows(conn, user_id, before, limit + 1, query)
-        elapsed = time.perf_counter() - started
-        metrics.feed_query_seconds.labels(query, strategy).observe(elapsed)
+    # One row more than asked tells whether another page exists.
+    rows = None
+    if timelines is not None:
+        rows = await timeline_rows(database, timelines, metrics, user_id, before, limit + 1)
+    if rows is None:
+        async with database.connection() as conn:
+            started = time.perf_counter()
+            rows, strategy = await feed_rows(conn, user_id, before, limit + 1, query)
+            elapsed = time.perf_counter() - started
+            metrics.feed_query_seconds.labels(query, strategy).observe(elapsed)
     items = [post_body(row, urls) for row in rows[:limit]]
     more = len(rows) > limit
     next_cursor = cursors.encode_post_position("feed", rows[limit - 1]) if more else None
@@ -71,3 +83,49 @@ async def feed_rows(
     if len(rows) == page_size:
         return rows, "recent"
     return [r async for r in db.queries.feed_page(conn, **params)], "per-followee"
+
+
+async def timeline_rows(
+    database: Database,
+    timelines: Timelines,
+    metrics: Metrics,
+    user_id: int,
+    before: tuple[dt.datetime, int],
+    page_size: int,
+) -> list[asyncpg.Record] | None:
+    """The page's rows from the reader's timeline (rebuilt first if it is missing) merged with
+    the pulled posts of the authors they follow; None when only the pull query can answer:
+    Redis failed, another process is building the timeline, the page reaches past the
+    timeline's length, or posts it named are gone and it may hold more."""
+    try:
+        page = await timelines.page(user_id, before, page_size)
+        outcome = "hit"
+        if page is None:
+            outcome = "miss"
+            await timelines.build(user_id, lambda: _entries(database, user_id, timelines.length))
+            page = await timelines.page(user_id, before, page_size)
+    except (ValkeyError, OSError, TimeoutError) as error:
+        log.warning("timeline unavailable (%s): pulling the feed", type(error).__name__)
+        metrics.timeline_reads.labels("fallback").inc()
+        return None
+    if page is None:
+        metrics.timeline_reads.labels("pulled").inc()
+        return None
+    ids, complete = page
+    params = {"user_id": user_id, "before_time": before[0], "before_id": before[1]}
+    async with database.connection() as conn:
+        named = [r async for r in db.queries.feed_by_ids(conn, user_id=user_id, ids=ids)]
+        pulled = [r async for r in db.queries.feed_pulled(conn, **params, page_size=page_size)]
+    by_id = {row["post_id"]: row for row in [*named, *pulled]}
+    rows = sorted(by_id.values(), key=lambda r: (r["created_at"], r["post_id"]), reverse=True)
+    if len(rows) < page_size and (not complete or len(named) < len(ids)):
+        metrics.timeline_reads.labels("pulled").inc()
+        return None
+    metrics.timeline_reads.labels(outcome).inc()
+    return rows[:page_size]
+
+
+async def _entries(database: Database, user_id: int, count: int) -> list[Entry]:
+    async with database.connection() as conn:
+        rows = db.queries.timeline_entries(conn, user_id=user_id, count=count)
+        return [(row["post_id"], row["created_at"]) async for row in rows]

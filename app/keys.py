@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from app.cursors import Cursors
     from app.db import Database
     from app.delivery import ImageUrls
+    from app.fanout import FanOut
     from app.images import ImagePool
     from app.lifecycle import Lifecycle
     from app.metrics import Metrics
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from app.queue import JobQueue
     from app.ratelimit import AccountThrottles, RateLimiter
     from app.storage import Storage
+    from app.timelines import Timelines
     from app.uploads import ByteBudget
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,6 +30,10 @@ STORAGE: web.AppKey[Storage] = web.AppKey("storage")
 # Object key -> the URL clients fetch it from (IMAGE_BASE_URL), applied when a response is made.
 IMAGE_URLS: web.AppKey[ImageUrls] = web.AppKey("image_urls")
 QUEUE: web.AppKey[JobQueue] = web.AppKey("queue")
+# FEED_MODE=push|hybrid: the readers' timelines, and the fan-out asked for by new posts; None
+# in pull mode.
+TIMELINES: web.AppKey[Timelines | None] = web.AppKey("timelines")
+FANOUT: web.AppKey[FanOut | None] = web.AppKey("fanout")
 PASSWORDS: web.AppKey[Passwords] = web.AppKey("passwords")
 TOKENS: web.AppKey[Tokens] = web.AppKey("tokens")
 TOKEN_KEYS: web.AppKey[TokenKeys] = web.AppKey("token_keys")

@@ -44,6 +44,7 @@ from app.ratelimit import (
 )
 from app.resources import (
     database_ctx,
+    feed_ctx,
     images_ctx,
     memory_ctx,
     metrics_ctx,
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(storage_ctx)
     app.cleanup_ctx.append(queue_ctx)
+    app.cleanup_ctx.append(feed_ctx)
     app.cleanup_ctx.append(passwords_ctx)
     app.cleanup_ctx.append(images_ctx)
     app.cleanup_ctx.append(memory_ctx)

@@ -210,6 +210,46 @@ class Metrics:
             registry=r,
         )
 
+        # The feed's modes (FEED_MODE): timelines in Redis and their fan-out.
+        self.feed_mode = Gauge(
+            "monogram_feed_mode",
+            "1 for the FEED_MODE this process serves (pull, push or hybrid)",
+            ["mode"],
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.timeline_reads = Counter(
+            "monogram_timeline_reads",
+            "Feed pages by where they came from: hit (the timeline), miss (rebuilt first), "
+            "pulled (beyond the timeline's length), fallback (Redis failed: the pull query)",
+            ["outcome"],
+            registry=r,
+        )
+        self.timeline_builds = Counter(
+            "monogram_timeline_builds",
+            "Timelines rebuilt from the pull query (missing: new, evicted, Redis restarted)",
+            registry=r,
+        )
+        self.redis_seconds = Histogram(
+            "monogram_redis_duration_seconds",
+            "Time of one Redis call, by what it was for",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fanout_writes = Histogram(
+            "monogram_fanout_writes",
+            "Timelines one post was written into by its fan-out",
+            buckets=(0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000),
+            registry=r,
+        )
+        self.fanout_lag_seconds = Histogram(
+            "monogram_fanout_lag_seconds",
+            "Time from a post's creation to its fan-out reaching the last follower's timeline",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)

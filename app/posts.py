@@ -10,6 +10,7 @@ from app.cursors import Cursors
 from app.db import Database
 from app.delivery import ImageUrls
 from app.errors import Conflict, Forbidden, MediaNotReady, NotFound
+from app.fanout import FanOut
 
 MAX_CAPTION = 2200
 MAX_ALT_TEXT = 1500
@@ -46,9 +47,12 @@ async def create_post(
     media_id: int,
     caption: str,
     alt_text: str = "",
+    fan_out: FanOut | None = None,
 ) -> dict[str, Any]:
-    """A new post of the author's own upload, which no other post uses."""
-    async with database.connection() as conn:
+    """A new post of the author's own upload, which no other post uses; with `fan_out`
+    (push, hybrid), a job that writes it into the followers' timelines, unless it is pulled."""
+    async with database.connection() as conn, conn.transaction():
+        fanned_out = True if fan_out is None else await fan_out.decide(conn, author_id)
         media = await db.queries.media_owner(conn, media_id=media_id)
         if media is None:
             raise NotFound(f"no upload with id {media_id}")
@@ -64,10 +68,13 @@ async def create_post(
             media_id=media_id,
             caption=caption,
             alt_text=alt_text,
+            fanned_out=fanned_out,
         )
         if post_id is None:
             raise Conflict("that upload already has a post")
         row = await db.queries.post(conn, post_id=post_id, viewer_id=author_id)
+    if fan_out is not None and fanned_out:
+        await fan_out.request(post_id)
     return post_body(row, urls)
 
 

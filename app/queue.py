@@ -1,10 +1,12 @@
-"""The media job queue: SQS, served by moto in the embedded stack and by AWS in production.
+"""Job queues: SQS, served by moto in the embedded stack and by AWS in production.
 
-A job is a media id. Delivery is at least once: a worker deletes a job once its media is
-ready or failed; one that dies mid-job, or asks for a retry, has the job delivered again
-after the visibility timeout. The database, not the queue, says what is done (media.status),
-so a lost message or a queue that restarted empty costs time, never an upload: the
-stuck-job sweep (app/sweep.py) sends those jobs again.
+Two queues, one per kind of job: media jobs (a V1 upload's media id, SQS_QUEUE_NAME) and the
+feed's fan-out jobs (a post id, FANOUT_QUEUE_NAME, app/fanout.py). A job is the id it is
+about. Delivery is at least once: a worker deletes a job once it is done; one that dies
+mid-job, or asks for a retry, has the job delivered again after the visibility timeout. For
+media the database, not the queue, says what is done (media.status), so a lost message or a
+queue that restarted empty costs time, never an upload: the stuck-job sweep (app/sweep.py)
+sends those jobs again.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    media_id: int
+    subject_id: int  # the media id of a media job, the post id of a fan-out job
     receipt: str  # what deletes it, or puts it back
     attempt: int  # 1 on its first delivery
 
@@ -42,6 +44,7 @@ class JobQueue:
     client: Any  # aiobotocore's SQS client: no static types
     name: str
     visibility_timeout: int
+    field: str = "media_id"  # the JSON field of a job's body that holds its id
     url: str = ""
 
     async def ensure(self) -> None:
@@ -55,8 +58,8 @@ class JobQueue:
         )
         self.url = answer["QueueUrl"]
 
-    async def send(self, media_id: int) -> None:
-        body = orjson.dumps({"media_id": media_id}).decode()
+    async def send(self, subject_id: int) -> None:
+        body = orjson.dumps({self.field: subject_id}).decode()
         await self._call("send_message", MessageBody=body)
 
     async def receive(self, most: int, wait_seconds: int) -> list[Job]:
@@ -70,13 +73,13 @@ class JobQueue:
         jobs = []
         for message in answer.get("Messages", []):
             try:
-                media_id = int(orjson.loads(message["Body"])["media_id"])
+                subject_id = int(orjson.loads(message["Body"])[self.field])
             except (ValueError, KeyError, TypeError):
-                log.error("a job the queue holds is not a media job; deleting it")
+                log.error("a job on queue %s has no %s; deleting it", self.name, self.field)
                 await self._call("delete_message", ReceiptHandle=message["ReceiptHandle"])
                 continue
             attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-            jobs.append(Job(media_id, message["ReceiptHandle"], attempt))
+            jobs.append(Job(subject_id, message["ReceiptHandle"], attempt))
         return jobs
 
     async def done(self, job: Job) -> None:
@@ -110,7 +113,7 @@ class JobQueue:
                 raise
         # The queue went away (a restarted moto): make it again. Its jobs went with it; the
         # stuck-job sweep sends them again.
-        log.warning("the media job queue was missing; made it again")
+        log.warning("the job queue %s was missing; made it again", self.name)
         await self.ensure()
         return await getattr(self.client, operation)(QueueUrl=self.url, **params)
 
@@ -131,3 +134,14 @@ async def open_queue(settings: Settings) -> AsyncIterator[JobQueue]:
         "sqs", endpoint_url=settings.queue_endpoint_url, config=queue_config(settings)
     ) as client:
         yield JobQueue(client, settings.sqs_queue_name, settings.job_visibility_timeout)
+
+
+@asynccontextmanager
+async def open_fanout_queue(settings: Settings) -> AsyncIterator[JobQueue]:
+    """The feed's fan-out job queue (a post id each) for as long as the block runs."""
+    async with s3_session(settings).client(
+        "sqs", endpoint_url=settings.queue_endpoint_url, config=queue_config(settings)
+    ) as client:
+        yield JobQueue(
+            client, settings.fanout_queue_name, settings.job_visibility_timeout, "post_id"
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -17,23 +18,29 @@ from aiohttp import web
 
 from app.db import open_database
 from app.deletes import retry_on_schedule
+from app.fanout import FanOut
 from app.images import open_image_pool
 from app.keys import (
     DATABASE,
+    FANOUT,
     IMAGES,
     METRICS,
     PASSWORDS,
     QUEUE,
     SETTINGS,
     STORAGE,
+    TIMELINES,
     UPLOAD_BUDGET,
 )
 from app.memory import trim_when_idle
 from app.metrics import forget_this_process, sample_database, sample_media_queue
 from app.passwords import open_passwords
-from app.queue import open_queue
+from app.queue import open_fanout_queue, open_queue
 from app.storage import open_storage
 from app.sweep import run_scheduled
+from app.timelines import open_timelines
+
+log = logging.getLogger(__name__)
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -61,6 +68,22 @@ async def queue_ctx(app: web.Application) -> AsyncIterator[None]:
         sampler = sample_media_queue(app[DATABASE], queue, app[METRICS])
         async with _background(sampler, "queue-sampler"):
             yield
+
+
+async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    """FEED_MODE's resources: the timelines in Redis and the fan-out job queue (push and
+    hybrid), none in pull mode. The mode is logged and labels a gauge on /metrics."""
+    settings = app[SETTINGS]
+    mode = settings.feed_mode
+    app[METRICS].feed_mode.labels(mode).set(1)
+    log.info("feed mode %s", mode, extra={"feed_mode": mode})
+    async with contextlib.AsyncExitStack() as stack:
+        app[TIMELINES] = await stack.enter_async_context(open_timelines(settings, app[METRICS]))
+        app[FANOUT] = None
+        if mode != "pull":
+            queue = await stack.enter_async_context(open_fanout_queue(settings))
+            app[FANOUT] = FanOut(queue, mode, settings.whale_followers)
+        yield
 
 
 async def passwords_ctx(app: web.Application) -> AsyncIterator[None]:

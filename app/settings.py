@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 # The feed queries the service can serve (app/feed.py): its own, or the source design's JOIN.
 FEED_QUERIES = ("monogram", "seed")
+FEED_MODES = ("pull", "push", "hybrid")
 
 
 class SettingsError(ValueError):
@@ -246,6 +247,40 @@ class Settings:
         "to watch it fail over HTTP)",
         default="monogram",
     )
+    feed_mode: str = _env(
+        "FEED_MODE",
+        "pull (computed from follows on every read), push (timelines in Redis, filled on write by "
+        "the workers' fan-out) or hybrid (push, but authors with WHALE_FOLLOWERS are pulled)",
+        default="pull",
+    )
+    redis_url: str | None = _env(
+        "REDIS_URL",
+        "Redis or Valkey for the timelines; unset: `make run` starts valkey-server on "
+        "LOCAL_REDIS_PORT",
+        default=None,
+        repr=False,
+    )
+    redis_timeout: float = _env(
+        "REDIS_TIMEOUT",
+        "seconds one Redis call may take before the feed falls back to the pull query",
+        default=0.5,
+    )
+    redis_pool_size: int = _env(
+        "REDIS_POOL_SIZE", "Redis connections per process, at most", default=32
+    )
+    timeline_length: int = _env(
+        "TIMELINE_LENGTH",
+        "posts kept in each follower's timeline (older pages are pulled)",
+        default=800,
+    )
+    whale_followers: int = _env(
+        "WHALE_FOLLOWERS",
+        "followers from which an author's posts are not fanned out but pulled (FEED_MODE=hybrid)",
+        default=10_000,
+    )
+    fanout_queue_name: str = _env(
+        "FANOUT_QUEUE_NAME", "the SQS queue of the feed's fan-out jobs", default="monogram-fanout"
+    )
     deletion_retry_interval: float = _env(
         "DELETION_RETRY_INTERVAL",
         "seconds between retries of the S3 deletes a delete could not finish (S3 down), run by "
@@ -357,6 +392,9 @@ class Settings:
     local_s3_port: int = _env(
         "LOCAL_S3_PORT", "port of the embedded S3 (moto, 127.0.0.1 only)", default=9000
     )
+    local_redis_port: int = _env(
+        "LOCAL_REDIS_PORT", "port of the embedded valkey-server (127.0.0.1 only)", default=56379
+    )
     local_edge_port: int = _env(
         "LOCAL_EDGE_PORT",
         "port of `make stack`'s edge cache (Varnish, 127.0.0.1 only) in front of the S3 origin",
@@ -399,6 +437,12 @@ class Settings:
             raise SettingsError("SWEEP_INTERVAL must be 0 (never) or more seconds")
         if self.feed_query not in FEED_QUERIES:
             raise SettingsError(f"FEED_QUERY must be monogram or seed, not {self.feed_query!r}")
+        if self.feed_mode not in FEED_MODES:
+            raise SettingsError(f"FEED_MODE must be pull, push or hybrid, not {self.feed_mode!r}")
+        if self.timeline_length < 1 or self.whale_followers < 1 or self.redis_pool_size < 1:
+            raise SettingsError(
+                "TIMELINE_LENGTH, WHALE_FOLLOWERS and REDIS_POOL_SIZE must be at least 1"
+            )
         if self.deletion_retry_interval < 0:
             raise SettingsError("DELETION_RETRY_INTERVAL must be 0 (never) or more seconds")
         if self.unposted_media_retention <= 0 or self.max_unposted_media <= 0:

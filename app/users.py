@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from app import db
+from app import db, fanout
 from app.auth import TokenKeys, Tokens
 from app.cursors import Cursors
 from app.db import Database
 from app.errors import Conflict, Invalid, NotFound, Unauthorized
 from app.passwords import Passwords
+from app.timelines import Timelines
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +84,27 @@ async def my_profile(database: Database, user_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-async def follow(database: Database, follower_id: int, followee_id: int) -> None:
+async def follow(
+    database: Database, follower_id: int, followee_id: int, timelines: Timelines | None = None
+) -> None:
+    """Idempotent; with timelines (push, hybrid) the followee's posts join the follower's."""
     if follower_id == followee_id:
         raise Invalid("you cannot follow yourself")
     async with database.connection() as conn:
         exists = await db.queries.follow(conn, follower_id=follower_id, followee_id=followee_id)
     if not exists:
         raise NotFound(f"no user with id {followee_id}")
+    await fanout.followed(database, timelines, follower_id, followee_id)
 
 
-async def unfollow(database: Database, follower_id: int, followee_id: int) -> None:
+async def unfollow(
+    database: Database, follower_id: int, followee_id: int, timelines: Timelines | None = None
+) -> None:
     async with database.connection() as conn:
         exists = await db.queries.unfollow(conn, follower_id=follower_id, followee_id=followee_id)
     if not exists:
         raise NotFound(f"no user with id {followee_id}")
+    await fanout.unfollowed(database, timelines, follower_id, followee_id)
 
 
 async def follow_page(

@@ -1,4 +1,5 @@
-"""`python -m app worker`: a media worker, taking V1 upload jobs from the queue.
+"""`python -m app worker`: a media worker, taking V1 upload jobs from the queue, and in
+FEED_MODE=push|hybrid the feed's fan-out jobs from theirs (app/fanout.py).
 
 Each worker opens the same resources as the service, with the same openers (database,
 bucket, image workers, queue), and runs app/media_jobs.py on each job, as many at once as it
@@ -21,13 +22,15 @@ import time
 from app import media_jobs
 from app.db import open_database
 from app.errors import AppError
+from app.fanout import serve_fanout
 from app.images import open_image_pool
 from app.media_jobs import JobWork
 from app.memory import tune_allocator
 from app.metrics import Metrics, forget_this_process
-from app.queue import Job, JobQueue, open_queue
+from app.queue import Job, JobQueue, open_fanout_queue, open_queue
 from app.settings import Settings
 from app.storage import open_storage
+from app.timelines import open_timelines
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +55,30 @@ async def serve_jobs(settings: Settings, stop: asyncio.Event | None = None) -> N
         open_storage(settings, metrics) as storage,
         open_image_pool(settings, metrics) as images,
         open_queue(settings) as queue,
+        open_timelines(settings, metrics) as timelines,
+        contextlib.AsyncExitStack() as feed,
     ):
         work = JobWork(database, storage, images, settings, metrics)
         log.info("media worker ready", extra={"jobs_at_once": images.workers})
+        if timelines is not None:  # FEED_MODE=push|hybrid: the fan-out jobs too
+            fanout_queue = await feed.enter_async_context(open_fanout_queue(settings))
+            fanning = serve_fanout(settings, database, timelines, fanout_queue, metrics, stop)
+            feed.push_async_callback(_finish, asyncio.create_task(fanning))
         try:
             await _take_jobs(work, queue, images.workers, stop)
         finally:
             forget_this_process(metrics)
     log.info("media worker stopped")
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """The fan-out loop ends with the stop signal; it is awaited, or cancelled on an error."""
+    if not task.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), RECEIVE_WAIT_SECONDS + 5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _take_jobs(work: JobWork, queue: JobQueue, at_once: int, stop: asyncio.Event) -> None:
@@ -92,7 +111,7 @@ async def _take_jobs(work: JobWork, queue: JobQueue, at_once: int, stop: asyncio
 async def _handle(work: JobWork, queue: JobQueue, job: Job) -> None:
     started = time.perf_counter()
     try:
-        outcome = await media_jobs.process(work, job.media_id)
+        outcome = await media_jobs.process(work, job.subject_id)
     except Exception as exc:
         outcome = await _after_failure(work, queue, job, exc)
         if outcome == "retried":
@@ -101,7 +120,7 @@ async def _handle(work: JobWork, queue: JobQueue, job: Job) -> None:
     try:
         await queue.done(job)
     except Exception as exc:  # delivered again later, and found done
-        log.warning("could not delete job %s: %s", job.media_id, type(exc).__name__)
+        log.warning("could not delete job %s: %s", job.subject_id, type(exc).__name__)
     work.metrics.media_jobs.labels(outcome).inc()
     work.metrics.media_job_seconds.observe(time.perf_counter() - started)
 
@@ -110,14 +129,16 @@ async def _after_failure(work: JobWork, queue: JobQueue, job: Job, exc: Exceptio
     """Try the job again later, or fail its media after its last attempt."""
     reason = exc.code if isinstance(exc, AppError) else type(exc).__name__
     if not isinstance(exc, AppError):
-        log.exception("media job %s failed unexpectedly", job.media_id)
+        log.exception("media job %s failed unexpectedly", job.subject_id)
     if job.attempt >= work.settings.job_max_attempts:
-        log.error("media job %s failed %s times (%s); giving up", job.media_id, job.attempt, reason)
+        log.error(
+            "media job %s failed %s times (%s); giving up", job.subject_id, job.attempt, reason
+        )
         with contextlib.suppress(Exception):  # if even this fails, the job comes back
-            return await media_jobs.fail(work, job.media_id, "processing_failed")
+            return await media_jobs.fail(work, job.subject_id, "processing_failed")
         return "retried"
     pause = min(MAX_BACKOFF_SECONDS, 2**job.attempt) * random.uniform(0.5, 1.0)  # noqa: S311
-    log.warning("media job %s failed (%s); trying again in %.0f s", job.media_id, reason, pause)
+    log.warning("media job %s failed (%s); trying again in %.0f s", job.subject_id, reason, pause)
     with contextlib.suppress(Exception):  # else it comes back after the visibility timeout
         await queue.retry_in(job, max(1, round(pause)))
     return "retried"

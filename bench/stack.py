@@ -23,7 +23,8 @@ import psutil
 
 from app.auth import Tokens
 from app.devstack.postgres import EmbeddedPostgres
-from app.devstack.runner import answers_ready, stop_service
+from app.devstack.processes import stop_service
+from app.devstack.runner import answers_ready
 from app.devstack.s3 import REGION, EmbeddedS3
 from app.devstack.stack import start_balancer
 from app.settings import Settings

@@ -7,6 +7,7 @@ tables and a bucket of its own.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,12 @@ from pathlib import Path
 import asyncpg
 import hypothesis
 import pytest
+import valkey.asyncio as valkey
 from aiohttp import web, web_app
 from aiohttp.test_utils import TestClient
 
 from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.redis import INSTALL_HINT, EmbeddedRedis, server_binary
 from app.devstack.s3 import EmbeddedS3
 from app.main import create_app
 from app.migrations import migrate
@@ -112,6 +115,30 @@ def s3_server() -> Iterator[EmbeddedS3]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A real valkey-server (the feed's timelines), for the tests of FEED_MODE=push|hybrid."""
+    if server_binary() is None:
+        pytest.skip(INSTALL_HINT)
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port(), secrets.token_urlsafe(16))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The test Redis, emptied: user ids start again at 1 in every test."""
+    client = valkey.Valkey.from_url(redis_server.url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    return redis_server.url
 
 
 @pytest.fixture

@@ -62,6 +62,7 @@ def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str)
             "S3_BUCKET": bucket,
             # One media job queue per test, as one bucket, on the same moto.
             "SQS_QUEUE_NAME": bucket,
+            "FANOUT_QUEUE_NAME": f"{bucket}-fanout",
             "S3_REGION": REGION,
             "S3_ACCESS_KEY_ID": s3_server.access_key_id,
             "S3_SECRET_ACCESS_KEY": s3_server.secret_access_key,

@@ -15,6 +15,7 @@ from app.keys import (
     PASSWORDS,
     STORAGE,
     THROTTLES,
+    TIMELINES,
     TOKEN_KEYS,
     TOKENS,
     USER_ID,
@@ -99,12 +100,15 @@ async def delete_me(request: web.Request) -> web.Response:
 
 
 async def follow(request: web.Request) -> web.Response:
-    await users.follow(request.app[DATABASE], request[USER_ID], path_id(request, "user_id"))
+    app = request.app
+    await users.follow(app[DATABASE], request[USER_ID], path_id(request, "user_id"), app[TIMELINES])
     return web.Response(status=204)
 
 
 async def unfollow(request: web.Request) -> web.Response:
-    await users.unfollow(request.app[DATABASE], request[USER_ID], path_id(request, "user_id"))
+    app = request.app
+    followee = path_id(request, "user_id")
+    await users.unfollow(app[DATABASE], request[USER_ID], followee, app[TIMELINES])
     return web.Response(status=204)
 
 

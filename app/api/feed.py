@@ -6,7 +6,7 @@ from aiohttp import web
 
 from app import feed
 from app.api.responses import json_response
-from app.keys import CURSORS, DATABASE, IMAGE_URLS, METRICS, SETTINGS, USER_ID
+from app.keys import CURSORS, DATABASE, IMAGE_URLS, METRICS, SETTINGS, TIMELINES, USER_ID
 from app.validation import page_limit
 
 
@@ -21,5 +21,6 @@ async def get_feed(request: web.Request) -> web.Response:
         page_limit(request),
         request.query.get("cursor"),
         app[SETTINGS].feed_query,
+        app[TIMELINES],
     )
     return json_response(page)

@@ -7,7 +7,7 @@ from aiohttp import web
 from app import deletes, posts
 from app.api.responses import json_response
 from app.errors import Invalid
-from app.keys import CURSORS, DATABASE, IMAGE_URLS, STORAGE, USER_ID
+from app.keys import CURSORS, DATABASE, FANOUT, IMAGE_URLS, STORAGE, USER_ID
 from app.validation import NEWLINES, json_object, page_limit, path_id, path_username, text_field
 
 CREATE_FIELDS = frozenset({"media_id", "caption", "alt_text"})
@@ -31,6 +31,7 @@ async def create_post(request: web.Request) -> web.Response:
         media_id,
         caption or "",
         alt_text or "",
+        request.app[FANOUT],
     )
     return json_response(post, status=201)
 

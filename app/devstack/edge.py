@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app.devstack.runner import stop_service
+from app.devstack.processes import stop_service
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import FrameType
 
 from app.devstack.postgres import EmbeddedPostgres
+from app.devstack.processes import stop_service
+from app.devstack.redis import EmbeddedRedis
 from app.devstack.s3 import ACCESS_KEY_ID, BucketMirror, EmbeddedS3
 from app.migrations import migrate
 from app.settings import Settings
@@ -145,6 +147,13 @@ def start_backends(settings: Settings, stack: ExitStack) -> Settings:
         settings = settings.with_overrides(database_url=postgres.dsn)
     if not settings.s3_endpoint_url:
         settings = _start_s3(settings, local_dir, stack)
+    if not settings.redis_url:
+        redis = EmbeddedRedis(
+            local_dir / "redis", settings.local_redis_port, local_secret(local_dir, REDIS_KEY_FILE)
+        )
+        stack.callback(redis.stop)
+        redis.start()
+        settings = settings.with_overrides(redis_url=redis.url)
     if not settings.jwt_secret:
         settings = settings.with_overrides(jwt_secret=_local_jwt_secret(local_dir))
     assert settings.database_url is not None
@@ -173,6 +182,7 @@ def _start_s3(settings: Settings, local_dir: Path, stack: ExitStack) -> Settings
 
 
 S3_KEY_FILE = "s3-secret"
+REDIS_KEY_FILE = "redis-secret"
 JWT_KEY_FILE = "jwt-secret"
 
 
@@ -236,17 +246,6 @@ def answers_ready(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:  # refused, timed out, or an HTTP error status
         return False
-
-
-def stop_service(service: subprocess.Popen[bytes], grace: float) -> None:
-    if service.poll() is None:
-        service.send_signal(signal.SIGTERM)
-    try:
-        service.wait(timeout=grace + 5)
-    except subprocess.TimeoutExpired:
-        log.warning("the service did not stop within %ss; killing it", grace + 5)
-        service.kill()
-        service.wait()
 
 
 class _Every(threading.Thread):

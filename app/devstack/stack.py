@@ -33,13 +33,13 @@ from typing import IO
 from prometheus_client import multiprocess
 
 from app.devstack.edge import INSTALL_HINT, EdgeCache, varnishd_binary
+from app.devstack.processes import stop_service
 from app.devstack.runner import (
     MediaWorkers,
     answers_ready,
     empty_dir,
     start_backends,
     stop_on_signals,
-    stop_service,
     wait_until_ready,
 )
 from app.settings import Settings

@@ -31,10 +31,10 @@ LIMIT :page_size;
 -- name: media-owner(media_id)^
 SELECT user_id, original_key, thumbnail_key, status, failure FROM media WHERE media_id = :media_id;
 
--- name: create-post(author_id, media_id, caption, alt_text)$
+-- name: create-post(author_id, media_id, caption, alt_text, fanned_out)$
 -- Nothing comes back when the media already has a post (UNIQUE (media_id)).
-INSERT INTO posts (author_id, media_id, caption, alt_text)
-VALUES (:author_id, :media_id, :caption, :alt_text)
+INSERT INTO posts (author_id, media_id, caption, alt_text, fanned_out)
+VALUES (:author_id, :media_id, :caption, :alt_text, :fanned_out)
 ON CONFLICT (media_id) DO NOTHING
 RETURNING post_id;
 

@@ -1,0 +1,103 @@
+-- The feed in FEED_MODE=push|hybrid (app/timelines.py, app/fanout.py): the posts a timeline
+-- names, the pulled posts beside them, and what fan-out, follows and rebuilds read.
+
+-- name: feed-by-ids(user_id, ids)
+-- The posts of a timeline page, as the pull queries return them. A post that is gone, or whose
+-- author the reader no longer follows, is simply not returned: the page takes the next one.
+SELECT p.post_id, p.caption, p.like_count, p.created_at, p.alt_text,
+       u.user_id AS author_id, u.username, u.display_name,
+       m.original_key, m.thumbnail_key, m.width, m.height, m.thumbnail_width,
+       m.thumbnail_height, m.blurhash,
+       EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = p.post_id)
+           AS liked_by_me
+FROM posts p
+JOIN users u ON u.user_id = p.author_id
+JOIN media m ON m.media_id = p.media_id
+WHERE p.post_id = ANY(CAST(:ids AS bigint[]))
+  AND EXISTS (
+      SELECT 1 FROM follows f WHERE f.follower_id = :user_id AND f.followee_id = p.author_id
+  )
+ORDER BY p.created_at DESC, p.post_id DESC;
+
+-- name: feed-pulled(user_id, before_time, before_id, page_size)
+-- The posts no timeline holds (not fanned out: hybrid mode's whales), by the authors the reader
+-- follows, below the cursor: one probe of follows per pulled author, then each author's
+-- newest such posts from idx_posts_pulled.
+SELECT p.post_id, p.caption, p.like_count, p.created_at, p.alt_text,
+       u.user_id AS author_id, u.username, u.display_name,
+       m.original_key, m.thumbnail_key, m.width, m.height, m.thumbnail_width,
+       m.thumbnail_height, m.blurhash,
+       EXISTS (SELECT 1 FROM likes l WHERE l.user_id = :user_id AND l.post_id = p.post_id)
+           AS liked_by_me
+FROM pulled_authors w
+JOIN follows f ON f.follower_id = :user_id AND f.followee_id = w.author_id
+CROSS JOIN LATERAL (
+    SELECT * FROM posts p
+    WHERE p.author_id = w.author_id AND NOT p.fanned_out
+      AND p.created_at <= :before_time
+      AND (p.created_at < :before_time OR p.post_id < :before_id)
+    ORDER BY p.created_at DESC, p.post_id DESC
+    LIMIT :page_size
+) p
+JOIN users u ON u.user_id = p.author_id
+JOIN media m ON m.media_id = p.media_id
+ORDER BY p.created_at DESC, p.post_id DESC
+LIMIT :page_size;
+
+-- name: timeline-entries(user_id, count)
+-- What a missing timeline is rebuilt from: the newest `count` fanned-out posts of the accounts
+-- the user follows, found as feed-page finds a page (one probe per followee for its newest
+-- post, then only the followees that reach the count-th newest are read).
+WITH newest AS MATERIALIZED (
+    SELECT f.followee_id, latest.created_at
+    FROM follows f
+    CROSS JOIN LATERAL (
+        SELECT p.created_at FROM posts p
+        WHERE p.author_id = f.followee_id AND p.fanned_out
+        ORDER BY p.created_at DESC
+        LIMIT 1
+    ) latest
+    WHERE f.follower_id = :user_id
+),
+bound AS (
+    SELECT coalesce(
+        (SELECT created_at FROM newest ORDER BY created_at DESC OFFSET :count - 1 LIMIT 1),
+        '-infinity'::timestamptz
+    ) AS created_at
+)
+SELECT p.post_id, p.created_at
+FROM newest n
+CROSS JOIN bound b
+CROSS JOIN LATERAL (
+    SELECT p.post_id, p.created_at FROM posts p
+    WHERE p.author_id = n.followee_id AND p.fanned_out AND p.created_at >= b.created_at
+    ORDER BY p.created_at DESC, p.post_id DESC
+    LIMIT :count
+) p
+WHERE n.created_at >= b.created_at
+ORDER BY p.created_at DESC, p.post_id DESC
+LIMIT :count;
+
+-- name: author-timeline-entries(author_id, count)
+-- An author's newest fanned-out posts: what a follow adds to the follower's timeline, and
+-- an unfollow takes out.
+SELECT post_id, created_at FROM posts
+WHERE author_id = :author_id AND fanned_out
+ORDER BY created_at DESC, post_id DESC
+LIMIT :count;
+
+-- name: post-to-fan-out(post_id)^
+SELECT author_id, created_at, fanned_out FROM posts WHERE post_id = :post_id;
+
+-- name: followers-after(user_id, after_id, batch)
+-- The next `batch` followers of a user, by id: fan-out walks them in batches.
+SELECT follower_id FROM follows
+WHERE followee_id = :user_id AND follower_id > :after_id
+ORDER BY follower_id
+LIMIT :batch;
+
+-- name: follower-count(user_id)$
+SELECT count(*) FROM follows WHERE followee_id = :user_id;
+
+-- name: mark-pulled-author(author_id)!
+INSERT INTO pulled_authors (author_id) VALUES (:author_id) ON CONFLICT DO NOTHING;
