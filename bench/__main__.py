@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import images, report, scenarios, stack
+from bench import feed_modes, images, report, scenarios, stack
 from bench.data import SIZES, load
 from bench.photos import phone_jpegs
 
@@ -26,6 +26,7 @@ SCENARIOS = (
     "upload-storm",
     "v1-uploads",
     "images",
+    "feed-modes",
     "celebrity",
 )
 
@@ -45,13 +46,29 @@ class Budget:
     v1_upload_rates: tuple[float, ...]
     image_pages: int  # feed pages of 5 images per browser in the images scenario
     image_rounds: int  # browsers per way
+    mode_rates: tuple[float, ...]  # feed-modes: offered reads/s, until p99 passes 50 ms
     feed_rates: tuple[float, ...] = (250, 500, 750, 1000, 1250)
 
 
 BUDGETS = {
-    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), 2, 1, feed_rates=(250,)),
-    "quick": Budget(4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40), (5, 10, 20), 4, 3),
-    "default": Budget(8.0, 15, 300, 8.0, 40, 7, 100, (5, 10, 20, 30, 40, 60), (5, 10, 20), 6, 5),
+    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), 2, 1, (200,), feed_rates=(250,)),
+    "quick": Budget(
+        4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40), (5, 10, 20), 4, 3, (200, 400, 800)
+    ),
+    "default": Budget(
+        8.0,
+        15,
+        300,
+        8.0,
+        40,
+        7,
+        100,
+        (5, 10, 20, 30, 40, 60),
+        (5, 10, 20),
+        6,
+        5,
+        (200, 400, 800, 1200),
+    ),
 }
 
 
@@ -123,6 +140,8 @@ async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[s
         return await scenarios.mix(ctx, budget.mix_start_rate, budget.mix_steps)
     if name == "v1-uploads":
         return await scenarios.v1_uploads(ctx, list(budget.v1_upload_rates), budget.storm_feed_rate)
+    if name == "feed-modes":
+        return await feed_modes.feed_modes(ctx, budget.mode_rates)
     if name == "images":
         return await images.images(ctx, budget.image_pages, budget.image_rounds)
     if name == "upload-storm":

@@ -162,6 +162,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 warm["hit_ratio"] is not None and warm["hit_ratio"] >= 0.95,
             ),
         ]
+    if modes := results.get("feed-modes"):
+        rows += _feed_mode_targets(modes)
     if celebrity := results.get("celebrity"):
         celeb = celebrity["monogram"]
         slowest = celeb["latency"]["max_ms"]
@@ -328,6 +330,8 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         lines += _v1_lines(v1)
     if images := results.get("images"):
         lines += _images_lines(images)
+    if modes := results.get("feed-modes"):
+        lines += _feed_modes_lines(modes)
     if celebrity := _bursts(results):
         any_run = next(iter(celebrity.values()))
         writes = sum(any_run["writes_during_the_burst"]["upload"]["statuses"].values())
@@ -472,6 +476,112 @@ def _images_lines(images: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _feed_mode_targets(modes: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    rows: list[tuple[str, str, bool | None]] = []
+    by_mode = modes["modes"]
+    first_rate = modes["rates"][0]
+    for name, ratios in modes["best_rate_vs_pull"].items():
+        bests = {m: by_mode[m]["reads"][name]["best_rate_within_p99_50ms"] for m in by_mode}
+        at_first = {m: by_mode[m]["reads"][name]["p99_ms_at_first_rate"] for m in by_mode}
+        # The issue's 10x is for the largest F; at F = 200, at least as good as pull.
+        need = 10 if name.startswith(f"F{modes['largest_followed']}-") else 1
+        rows.append(
+            (
+                f"feed {name}: best rate within p99 50 ms, push and hybrid >= {need}x pull's",
+                ", ".join(f"{m} {bests[m]:g}/s" for m in bests)
+                + f" ({ratios['push']}x, {ratios['hybrid']}x)",
+                all(r is not None and r >= need for r in ratios.values())
+                if bests["pull"]
+                else all(bests[m] > 0 for m in ("push", "hybrid")),
+            )
+        )
+        rows.append(
+            (
+                f"feed {name}: p99 at {first_rate:g} reads/s < 10 ms in push and hybrid",
+                ", ".join(f"{m} {at_first[m]} ms" for m in at_first),
+                all(at_first[m] < 10 for m in ("push", "hybrid")),
+            )
+        )
+    push = by_mode["push"]["celebrity"]
+    hybrid = by_mode["hybrid"]["celebrity"]
+    lag = push["fan_out_lag_ms"]
+    rows.append(
+        (
+            f"fan-out lag p99 < 1 s for an author with {push['followers']:,} followers at "
+            "the mix's post rate",
+            f"p99 {lag['p99_ms']} ms" if lag else "not measured",
+            bool(lag) and lag["p99_ms"] < 1000,
+        )
+    )
+    reading = hybrid["followers_reading_at_200_per_s"]
+    rows.append(
+        (
+            "hybrid: the celebrity's post fans out to no timeline, and its followers' reads at "
+            "200/s have p99 < 10 ms",
+            f"{hybrid['timelines_written']} timelines written; p99 {reading['p99_ms']} ms",
+            hybrid["timelines_written"] == 0 and reading["p99_ms"] < 10,
+        )
+    )
+    return rows
+
+
+def _feed_modes_lines(modes: dict[str, Any]) -> list[str]:
+    by_mode = modes["modes"]
+    lines = [
+        "## feed-modes: pull against push (fan-out on write) and hybrid, same data, same run",
+        "",
+        f"Reads by one dedicated viewer at offered rates {modes['rates']} until p99 passes "
+        f"50 ms. The celebrity is a whale in hybrid mode (WHALE_FOLLOWERS = "
+        f"{modes['whale_followers']}).",
+        "",
+        "| viewer | "
+        + " | ".join(f"{m}: best rate within p99 50 ms / p99 at the first rate" for m in by_mode)
+        + " |",
+        "| --- |" + " --- |" * len(by_mode),
+    ]
+    for name in modes["best_rate_vs_pull"]:
+        cells = [
+            f"{by_mode[m]['reads'][name]['best_rate_within_p99_50ms']:g}/s / "
+            f"{by_mode[m]['reads'][name]['p99_ms_at_first_rate']} ms"
+            for m in by_mode
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| celebrity | followers | timelines built in | its post's fan-out | timelines written | fan-out lag p50 / p99 | followers reading at 200/s p50 / p99 | Redis: timelines, bytes each, bytes per entry |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mode, result in by_mode.items():
+        celeb = result["celebrity"]
+        lag = celeb["fan_out_lag_ms"]
+        reading = celeb["followers_reading_at_200_per_s"]
+        redis = result["redis"]
+        lines.append(
+            f"| {mode} | {celeb['followers']:,} | {celeb['timelines_built_in_s']} s | "
+            f"{'-' if celeb['fan_out_seconds'] is None else str(celeb['fan_out_seconds']) + ' s'} | "
+            f"{'-' if celeb['timelines_written'] is None else celeb['timelines_written']} | "
+            f"{'-' if not lag else str(lag['p50_ms']) + ' / ' + str(lag['p99_ms']) + ' ms'} | "
+            f"{reading['p50_ms']} / {reading['p99_ms']} ms | "
+            + (
+                "-"
+                if not redis
+                else f"{redis['timelines']:,}, {redis['bytes_per_timeline_mean']:,} B "
+                f"({redis['entries_per_timeline_mean']} entries), {redis['bytes_per_entry']} B"
+            )
+            + " |"
+        )
+    if push_redis := by_mode["push"]["redis"]:
+        per_entry = push_redis["bytes_per_entry"]
+        lines += [
+            "",
+            f"The seed's arithmetic: a post by an author with 1M followers is 1M timeline writes; "
+            f"at {per_entry} bytes an entry here, that is {per_entry * 1e6 / 1e6:.0f} MB written "
+            f"(and as much trimmed off the oldest), and 1M timelines of 800 entries hold "
+            f"{push_redis['bytes_per_timeline_mean'] * 1e6 / 1e9:.0f} GB.",
+        ]
+    return [*lines, ""]
 
 
 def _seed_mix_lines(seed: dict[str, Any], ours: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ import psutil
 from app.auth import Tokens
 from app.devstack.postgres import EmbeddedPostgres
 from app.devstack.processes import stop_service
+from app.devstack.redis import EmbeddedRedis
 from app.devstack.runner import answers_ready
 from app.devstack.s3 import REGION, EmbeddedS3
 from app.devstack.stack import start_balancer
@@ -138,9 +139,16 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Backends]:
                 "S3_ACCESS_KEY_ID": s3.access_key_id,
                 "S3_SECRET_ACCESS_KEY": s3.secret_access_key,
             }
+        redis_url = environ.get("REDIS_URL")
+        if not redis_url:
+            redis = EmbeddedRedis(workdir / "redis", free_port(), secrets.token_urlsafe(16), "1gb")
+            stack.callback(redis.stop)
+            redis.start()
+            redis_url = redis.url
         settings = Settings.from_env(
             {
                 "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
                 "S3_BUCKET": environ.get("S3_BUCKET", "monogram-bench"),
                 "S3_REGION": environ.get("S3_REGION", REGION),
                 "JWT_SECRET": secrets.token_urlsafe(48),

@@ -130,6 +130,21 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
             assert warm["hit_ratio"] == 1
             assert warm["origin_gets_per_page"] == 0
             assert warm["images_per_page"]["p50_ms"] < 150  # no trip to the origin
+    elif scenario == "feed-modes":
+        assert set(result["modes"]) == {"pull", "push", "hybrid"}
+        for mode in result["modes"].values():
+            for reads in mode["reads"].values():
+                assert reads["steps"]
+                assert all(s["errors"] == 0 for s in reads["steps"])
+            assert mode["celebrity"]["followers_reading_at_200_per_s"]["errors"] == 0
+        push = result["modes"]["push"]
+        # Every follower's timeline was built, so the celebrity's post went into each.
+        assert push["celebrity"]["timelines_written"] == push["celebrity"]["followers"]
+        assert push["celebrity"]["fan_out_seconds"] is not None
+        assert push["celebrity"]["fan_out_lag_ms"]["count"] == 20
+        assert push["redis"]["entries_per_timeline_mean"] > 0
+        assert result["modes"]["hybrid"]["celebrity"]["timelines_written"] == 0  # a whale
+        assert result["modes"]["pull"]["redis"] is None
     elif scenario == "upload-storm":
         assert result["feed_p99_at_rest_ms"] > 0
         assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])

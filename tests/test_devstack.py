@@ -41,6 +41,7 @@ class Stack:
     def __init__(self, local_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.local_dir = local_dir
         self.port, self.pg_port, self.s3_port = free_port(), free_port(), free_port()
+        self.redis_port = free_port()
         self.extra_env = extra_env or {}
 
     @property
@@ -59,6 +60,7 @@ class Stack:
             "PORT": str(self.port),
             "LOCAL_PG_PORT": str(self.pg_port),
             "LOCAL_S3_PORT": str(self.s3_port),
+            "LOCAL_REDIS_PORT": str(self.redis_port),
             "LOCAL_S3_SYNC_INTERVAL": "0.5",
             **self.extra_env,
         }
@@ -66,7 +68,7 @@ class Stack:
     @contextmanager
     def running(self) -> Iterator[subprocess.Popen[bytes]]:
         env = self.env
-        for name in ("DATABASE_URL", "S3_ENDPOINT_URL"):
+        for name in ("DATABASE_URL", "S3_ENDPOINT_URL", "REDIS_URL"):
             if name not in self.extra_env:
                 env.pop(name, None)
         log = (self.local_dir.parent / "runner.log").open("ab")

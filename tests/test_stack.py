@@ -99,6 +99,7 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
         "LOG_LEVEL": "WARNING",
         "THUMBNAIL_WORKERS": "1",
         "LOCAL_EDGE_PORT": str(free_port()),
+        "LOCAL_REDIS_PORT": str(free_port()),
     }
     with log_path.open("wb") as log:
         supervisor = subprocess.Popen(
