@@ -351,3 +351,21 @@ async def insert_posts(dsn: str, author_id: int, times: list[dt.datetime]) -> li
         return ids
     finally:
         await conn.close()
+
+
+async def feed_pages(
+    client: Client, user: User, limit: int, between: Any = None
+) -> list[list[int]]:
+    """The reader's whole feed, page by page (post ids); `between` runs between pages."""
+    pages, cursor = [], None
+    while True:
+        params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/v1/feed", params=params, headers=user.auth)
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        pages.append([item["id"] for item in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+        if between is not None:
+            await between()

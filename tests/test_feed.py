@@ -22,8 +22,8 @@ from bench.explain import explain, sql_of
 from tests.helpers import (
     AiohttpClient,
     Client,
-    User,
     assert_error_shape,
+    feed_pages,
     free_port,
     insert_posts,
     make_users,
@@ -45,21 +45,6 @@ def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
 
 def flat(pages: list[list[int]]) -> list[int]:
     return [post_id for page in pages for post_id in page]
-
-
-async def walk(client: Client, user: User, limit: int, between: Any = None) -> list[list[int]]:
-    pages, cursor = [], None
-    while True:
-        params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
-        response = await client.get("/v1/feed", params=params, headers=user.auth)
-        assert response.status == 200, await response.text()
-        body = await response.json()
-        pages.append([item["id"] for item in body["items"]])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return pages
-        if between is not None:
-            await between()
 
 
 async def test_the_feed_holds_followed_accounts_posts_newest_first(
@@ -92,9 +77,9 @@ async def test_order_is_newest_first_with_ties_broken_by_id(
         times = [now - dt.timedelta(minutes=m) for m in (i, 5, 5, 9 + i)]  # shared instants
         expected += zip(times, await insert_posts(clean_database, author.id, times), strict=True)
     order = [post_id for _, post_id in sorted(expected, reverse=True)]
-    assert flat(await walk(client, reader, limit=5)) == order
-    assert flat(await walk(client, reader, limit=1)) == order
-    assert flat(await walk(client, reader, limit=100)) == order
+    assert flat(await feed_pages(client, reader, limit=5)) == order
+    assert flat(await feed_pages(client, reader, limit=1)) == order
+    assert flat(await feed_pages(client, reader, limit=100)) == order
 
 
 async def test_feed_query_seed_serves_the_seeds_join_with_the_same_json_and_cursor(
@@ -148,7 +133,7 @@ async def test_paging_while_new_posts_arrive_sees_every_older_post_exactly_once(
     async def someone_posts() -> None:
         await insert_posts(clean_database, authors[0].id, [dt.datetime.now(dt.UTC)])
 
-    seen = flat(await walk(client, reader, limit=7, between=someone_posts))
+    seen = flat(await feed_pages(client, reader, limit=7, between=someone_posts))
     assert sorted(seen) == sorted(older)  # every older post, once, and none of the new ones
 
 

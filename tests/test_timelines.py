@@ -23,7 +23,15 @@ from app.main import create_app
 from app.queue import open_fanout_queue
 from app.settings import Settings
 from app.timelines import BUILT, key, member, open_timelines
-from tests.helpers import AiohttpClient, Client, User, free_port, publish, sign_up
+from tests.helpers import (
+    AiohttpClient,
+    Client,
+    User,
+    feed_pages,
+    free_port,
+    publish,
+    sign_up,
+)
 
 
 @pytest.fixture
@@ -39,16 +47,7 @@ def own_redis(redis_server: EmbeddedRedis, tmp_path: Path) -> Iterator[EmbeddedR
 
 
 async def pages(client: Client, user: User, limit: int = 2) -> list[list[int]]:
-    found, cursor = [], None
-    while True:
-        params = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
-        response = await client.get("/v1/feed", params=params, headers=user.auth)
-        assert response.status == 200, await response.text()
-        body = await response.json()
-        found.append([item["id"] for item in body["items"]])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return found
+    return await feed_pages(client, user, limit)
 
 
 async def counter(client: Client, name: str) -> dict[str, float]:
