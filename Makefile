@@ -46,11 +46,12 @@ serve: $(STAMP)  ## start only the service, against DATABASE_URL and S3_ENDPOINT
 migrate: $(STAMP)  ## apply pending migrations in sql/migrations to DATABASE_URL
 	$(PY) -m app migrate
 
+# Two workers, each taking whole files (their fixtures and servers are per file or session).
 test: lint  ## lint, then the whole test suite against real PostgreSQL and S3 (moto)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-fast: lint  ## the inner loop: the suite without the tests marked slow
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow"
 
 BENCH_SIZE ?= default
 bench: $(STAMP)  ## every bench scenario on a local stack; writes bench/results/report-*.md

@@ -112,17 +112,26 @@ async def timeline_rows(
         metrics.timeline_reads.labels("pulled").inc()
         return None
     ids, complete = page
-    params = {"user_id": user_id, "before_time": before[0], "before_id": before[1]}
     async with database.connection() as conn:
-        named = [r async for r in db.queries.feed_by_ids(conn, user_id=user_id, ids=ids)]
-        pulled = [r async for r in db.queries.feed_pulled(conn, **params, page_size=page_size)]
-    by_id = {row["post_id"]: row for row in [*named, *pulled]}
-    rows = sorted(by_id.values(), key=lambda r: (r["created_at"], r["post_id"]), reverse=True)
-    if len(rows) < page_size and (not complete or len(named) < len(ids)):
+        rows = [
+            row
+            async for row in db.queries.feed_timeline_page(
+                conn,
+                user_id=user_id,
+                ids=ids,
+                before_time=before[0],
+                before_id=before[1],
+                page_size=page_size,
+            )
+        ]
+    # A short page is the end of the feed only if the timeline held everything older and
+    # every post it named was found.
+    named = sum(1 for row in rows if row["from_timeline"])
+    if len(rows) < page_size and (not complete or named < len(ids)):
         metrics.timeline_reads.labels("pulled").inc()
         return None
     metrics.timeline_reads.labels(outcome).inc()
-    return rows[:page_size]
+    return rows
 
 
 async def _entries(database: Database, user_id: int, count: int) -> list[Entry]:

@@ -198,7 +198,7 @@ async def test_posts_keep_their_images_when_their_urls_become_keys(
     finally:
         await conn.close()
 
-    assert await migrate(dsn) == ["0008_image_keys_only"]
+    assert (await migrate(dsn))[0] == "0008_image_keys_only"
 
     conn = await asyncpg.connect(dsn)
     try:
