@@ -491,7 +491,11 @@ def _feed_mode_targets(modes: dict[str, Any]) -> list[tuple[str, str, bool | Non
             (
                 f"feed {name}: best rate within p99 50 ms, push and hybrid >= {need}x pull's",
                 ", ".join(f"{m} {bests[m]:g}/s" for m in bests)
-                + f" ({ratios['push']}x, {ratios['hybrid']}x)",
+                + (
+                    f" ({ratios['push']}x, {ratios['hybrid']}x)"
+                    if bests["pull"]
+                    else " (pull: no offered rate within p99 50 ms)"
+                ),
                 all(r is not None and r >= need for r in ratios.values())
                 if bests["pull"]
                 else all(bests[m] > 0 for m in ("push", "hybrid")),
