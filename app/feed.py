@@ -16,7 +16,7 @@ from app.db import Database
 from app.delivery import ImageUrls
 from app.metrics import Metrics
 from app.posts import post_body
-from app.timelines import Entry, Timelines
+from app.timelines import WARN_EVERY_SECONDS, Entry, Timelines
 
 __all__ = ["NEWEST", "feed_page", "feed_rows", "timeline_rows"]
 
@@ -105,7 +105,12 @@ async def timeline_rows(
             await timelines.build(user_id, lambda: _entries(database, user_id, timelines.length))
             page = await timelines.page(user_id, before, page_size)
     except (ValkeyError, OSError, TimeoutError) as error:
-        log.warning("timeline unavailable (%s): pulling the feed", type(error).__name__)
+        if timelines.time_to_warn():
+            log.warning(
+                "timelines unavailable (%s): feeds are pulled (at most one such line per %g s)",
+                type(error).__name__,
+                WARN_EVERY_SECONDS,
+            )
         metrics.timeline_reads.labels("fallback").inc()
         return None
     if page is None:

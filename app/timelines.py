@@ -35,6 +35,8 @@ BUILT = "~built"
 BUILDING = "~building"
 # A build that has not finished within this long is abandoned: the next read starts another.
 BUILD_SECONDS = 30
+# Redis failing makes every read fall back: said in the log at most this often.
+WARN_EVERY_SECONDS = 10.0
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # Adds one post to every timeline named in KEYS that exists, then trims each to its newest
@@ -96,6 +98,15 @@ class Timelines:
         self._begin = client.register_script(_BEGIN_BUILD)
         self._finish = client.register_script(_FINISH_BUILD)
         self._builds: dict[int, asyncio.Future[bool]] = {}
+        self._quiet_until = 0.0
+
+    def time_to_warn(self) -> bool:
+        """Whether a failure should be logged now (each kind is counted in the metrics)."""
+        now = time.monotonic()
+        if now < self._quiet_until:
+            return False
+        self._quiet_until = now + WARN_EVERY_SECONDS
+        return True
 
     async def _timed(self, operation: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
