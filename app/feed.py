@@ -140,6 +140,7 @@ async def timeline_rows(
 
 
 async def _entries(database: Database, user_id: int, count: int) -> list[Entry]:
+    """What a missing timeline is rebuilt from: the pull feed's newest `count` posts."""
     async with database.connection() as conn:
-        rows = db.queries.timeline_entries(conn, user_id=user_id, count=count)
-        return [(row["post_id"], row["created_at"]) async for row in rows]
+        rows, _ = await feed_rows(conn, user_id, NEWEST, count)
+    return [(row["post_id"], row["created_at"]) for row in rows]

@@ -52,7 +52,6 @@ async def create_post(
     """A new post of the author's own upload, which no other post uses; with `fan_out`
     (push, hybrid), a job that writes it into the followers' timelines, unless it is pulled."""
     async with database.connection() as conn, conn.transaction():
-        fanned_out = True if fan_out is None else await fan_out.decide(conn, author_id)
         media = await db.queries.media_owner(conn, media_id=media_id)
         if media is None:
             raise NotFound(f"no upload with id {media_id}")
@@ -62,6 +61,7 @@ async def create_post(
             raise MediaNotReady("that upload is still being processed: post it once it is ready")
         if media["status"] == "failed":
             raise MediaNotReady(f"that upload could not be processed ({media['failure']})")
+        fanned_out = True if fan_out is None else await fan_out.decide(conn, author_id)
         post_id = await db.queries.create_post(
             conn,
             author_id=author_id,

@@ -24,6 +24,8 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import valkey.asyncio as valkey
+from valkey.asyncio.retry import Retry
+from valkey.backoff import NoBackoff
 
 from app.cursors import NEWEST
 from app.metrics import Metrics
@@ -51,6 +53,16 @@ for _, key in ipairs(KEYS) do
     end
 end
 return written
+"""
+# Adds the entries (ARGV[2..]: score, member, ...) to KEYS[1] if it exists, trimmed to its
+# newest ARGV[1] posts. Returns whether it existed.
+_ADD_ENTRIES = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 2, #ARGV, 2 do
+    redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 1, -(tonumber(ARGV[1]) + 1))
+return 1
 """
 # Starts a build of KEYS[1] unless it exists: the building marker, which expires.
 _BEGIN_BUILD = """
@@ -95,6 +107,7 @@ class Timelines:
         self.length = length
         self.metrics = metrics
         self._add = client.register_script(_ADD_TO_EXISTING)
+        self._add_entries = client.register_script(_ADD_ENTRIES)
         self._begin = client.register_script(_BEGIN_BUILD)
         self._finish = client.register_script(_FINISH_BUILD)
         self._builds: dict[int, asyncio.Future[bool]] = {}
@@ -151,9 +164,11 @@ class Timelines:
 
     async def add(self, user_id: int, entries: list[Entry]) -> None:
         """A follow: the followee's recent posts into the follower's timeline, if it exists."""
-        for post_id, at in entries:
-            await self._timed("follow", self._add(keys=[key(user_id)], args=[
-                score(at), member(post_id), self.length]))  # fmt: skip
+        if entries:
+            args: list[str | int] = [self.length]
+            for post_id, at in entries:
+                args += [score(at), member(post_id)]
+            await self._timed("follow", self._add_entries(keys=[key(user_id)], args=args))
 
     async def remove(self, user_id: int, post_ids: list[int]) -> None:
         """An unfollow: the followee's posts out of the follower's timeline."""
@@ -215,6 +230,10 @@ async def open_timelines(
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         decode_responses=True,
+        # A pooled connection to a Redis that restarted fails once: the call is sent again on
+        # a fresh one, instead of the read falling back to pull.
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[valkey.ConnectionError],
     )
     client = valkey.Valkey(connection_pool=pool)
     try:

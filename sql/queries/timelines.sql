@@ -1,5 +1,5 @@
 -- The feed in FEED_MODE=push|hybrid (app/timelines.py, app/fanout.py): the posts a timeline
--- names, the pulled posts beside them, and what fan-out, follows and rebuilds read.
+-- names, the pulled posts beside them, and what fan-out and follows read.
 
 -- name: feed-timeline-page(user_id, ids, before_time, before_id, page_size)
 -- One page in FEED_MODE=push|hybrid, in one statement: the posts the reader's timeline names
@@ -47,40 +47,6 @@ FROM page
 JOIN users u ON u.user_id = page.author_id
 JOIN media m ON m.media_id = page.media_id
 ORDER BY page.created_at DESC, page.post_id DESC;
-
--- name: timeline-entries(user_id, count)
--- What a missing timeline is rebuilt from: the newest `count` fanned-out posts of the accounts
--- the user follows, found as feed-page finds a page (one probe per followee for its newest
--- post, then only the followees that reach the count-th newest are read).
-WITH newest AS MATERIALIZED (
-    SELECT f.followee_id, latest.created_at
-    FROM follows f
-    CROSS JOIN LATERAL (
-        SELECT p.created_at FROM posts p
-        WHERE p.author_id = f.followee_id AND p.fanned_out
-        ORDER BY p.created_at DESC
-        LIMIT 1
-    ) latest
-    WHERE f.follower_id = :user_id
-),
-bound AS (
-    SELECT coalesce(
-        (SELECT created_at FROM newest ORDER BY created_at DESC OFFSET :count - 1 LIMIT 1),
-        '-infinity'::timestamptz
-    ) AS created_at
-)
-SELECT p.post_id, p.created_at
-FROM newest n
-CROSS JOIN bound b
-CROSS JOIN LATERAL (
-    SELECT p.post_id, p.created_at FROM posts p
-    WHERE p.author_id = n.followee_id AND p.fanned_out AND p.created_at >= b.created_at
-    ORDER BY p.created_at DESC, p.post_id DESC
-    LIMIT :count
-) p
-WHERE n.created_at >= b.created_at
-ORDER BY p.created_at DESC, p.post_id DESC
-LIMIT :count;
 
 -- name: author-timeline-entries(author_id, count)
 -- An author's newest fanned-out posts: what a follow adds to the follower's timeline, and
