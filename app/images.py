@@ -18,8 +18,9 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -84,14 +85,12 @@ class Processed:
 # --- in the worker process ----------------------------------------------------------
 
 
-def _init_worker() -> None:
+def _init_worker(scheduling: str) -> None:
     import pyvips
 
     # Ctrl-C reaches the whole process group; the service stops its workers itself, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Thumbnails yield the CPU to the event loop: when cores are short, reads stay fast and
-    # uploads wait in the bounded queue (and are shed from there), not the other way round.
-    os.nice(10)
+    yield_cpu(scheduling)
 
     # Only the two loaders this service accepts can ever run, and nothing flagged unsafe.
     pyvips.block_untrusted_set(True)
@@ -101,6 +100,20 @@ def _init_worker() -> None:
     # One job per process at a time: parallelism comes from the processes.
     pyvips.concurrency_set(1)
     pyvips.cache_set_max(0)
+
+
+def yield_cpu(scheduling: str) -> None:
+    """Image work gives the cores to everything else first (IMAGE_WORKER_SCHEDULING).
+
+    idle: SCHED_IDLE, which runs only on a core nothing else wants, and is preempted the
+    moment a reader's request wakes; no privilege is needed to lower one's own policy. nice:
+    nice 10, a tenth of a core's share against the event loop, so thumbnails still progress on
+    a machine that is always busy (and the only choice off Linux).
+    """
+    if scheduling == "idle" and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(10)
 
 
 def _warm_up() -> int:
@@ -407,13 +420,16 @@ class _Worker:
     upload in wake-ups and pickling), and a worker that dies fails only the job it had.
     """
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, scheduling: str) -> None:
         self.index = index
         # spawn: a fork of a process with running threads (botocore, argon2) is not safe.
         context = multiprocessing.get_context("spawn")
         self.pipe, theirs = context.Pipe()
         self.process = context.Process(
-            target=_serve_jobs, args=(theirs,), name=f"image-worker-{index}", daemon=True
+            target=_serve_jobs,
+            args=(theirs, scheduling),
+            name=f"image-worker-{index}",
+            daemon=True,
         )
         self.process.start()
         theirs.close()
@@ -476,9 +492,9 @@ class _Worker:
         self.pipe.close()
 
 
-def _serve_jobs(pipe: Connection) -> None:
+def _serve_jobs(pipe: Connection, scheduling: str) -> None:
     """A worker process's life: jobs from the pipe, answers back, until told to stop."""
-    _init_worker()
+    _init_worker(scheduling)
     while (job := pipe.recv()) is not None:
         work, args = job
         try:
@@ -488,8 +504,23 @@ def _serve_jobs(pipe: Connection) -> None:
         pipe.send(answer)
 
 
+# What a job is taken to cost before the first has been timed: a 12 MP JPEG's whole job here.
+FIRST_JOB_SECONDS = 0.05
+# How fast the job-time estimate follows new jobs (an EWMA's weight): about the last ten jobs.
+JOB_SECONDS_WEIGHT = 0.1
+# The upload whose image this request's task carries, if it was admitted with `reserved()`.
+_arriving: ContextVar[list[bool] | None] = ContextVar("image_reservation", default=None)
+
+
 class ImagePool:
-    """A bounded queue in front of worker processes; a worker that dies is replaced."""
+    """A bounded queue in front of worker processes; a worker that dies is replaced.
+
+    Uploads are admitted by the wait they would have (`reserved`): the images ahead of one,
+    whether still arriving or queued or in a worker, divided among the workers, times what a
+    job lately takes. One predicted to wait past IMAGE_WAIT_BUDGET is refused before its body
+    is read; THUMBNAIL_QUEUE_WAIT only bounds the wait of those admitted when the prediction
+    was wrong.
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.workers = settings.thumbnail_workers or usable_cpus()
@@ -497,6 +528,12 @@ class ImagePool:
         self._max_pixels = settings.max_image_pixels
         self._slots = asyncio.Semaphore(settings.thumbnail_queue)
         self._queue_wait = settings.thumbnail_queue_wait
+        self._wait_budget = settings.image_wait_budget
+        self._predicts = settings.admission_control
+        self._scheduling = settings.image_worker_scheduling
+        self._arriving = 0  # uploads admitted whose image has not reached the queue yet
+        self._queued = 0  # images in the queue: waiting for a worker or in one
+        self.job_seconds = FIRST_JOB_SECONDS
         self._warm_start = settings.thumbnail_warm_start
         self._handoff = Handoff()
         # Started at the first job that needs them, unless warm_start.
@@ -528,6 +565,44 @@ class ImagePool:
             worker.stop()
         self._handoff.close()
 
+    def predicted_wait(self) -> float:
+        """Seconds an image arriving now would wait for a worker."""
+        ahead = self._arriving + self._queued
+        return max(0, ahead + 1 - self.workers) / self.workers * self.job_seconds
+
+    def check_room(self) -> None:
+        """Refuse an upload that would wait past IMAGE_WAIT_BUDGET for a worker (Overloaded)."""
+        if not self._predicts:
+            return
+        wait = self.predicted_wait()
+        self._metrics.image_wait_predicted.observe(wait)
+        if wait > self._wait_budget:
+            raise Overloaded(
+                f"the image workers are busy for about {wait * 1000:.0f} ms, past the "
+                f"{self._wait_budget * 1000:.0f} ms an upload may wait; try again shortly"
+            )
+
+    @contextlib.contextmanager
+    def reserved(self) -> Iterator[None]:
+        """Admit one upload by its predicted wait (else Overloaded), and count its image as on
+        its way until `process` takes it, so that the uploads arriving behind it see it."""
+        self.check_room()
+        pending = [True]
+        self._arriving += 1
+        token = _arriving.set(pending)
+        try:
+            yield
+        finally:
+            _arriving.reset(token)
+            if pending[0]:
+                self._arriving -= 1
+
+    def _arrived(self) -> None:
+        pending = _arriving.get()
+        if pending is not None and pending[0]:
+            pending[0] = False
+            self._arriving -= 1
+
     async def process(
         self, data: Bytes, media_type: str, renditions: tuple[int, ...] = ()
     ) -> Processed:
@@ -537,6 +612,8 @@ class ImagePool:
                 await self._slots.acquire()
         except TimeoutError:
             raise Overloaded("the image workers are all busy, try again shortly") from None
+        self._arrived()
+        self._queued += 1
         try:
             processed = await self._run(data, media_type, renditions)
         except WorkerDied:
@@ -544,6 +621,7 @@ class ImagePool:
                 "an image worker failed while processing this upload; try again"
             ) from None
         finally:
+            self._queued -= 1
             self._slots.release()
         kind = media_type.removeprefix("image/")
         self._metrics.thumbnail_seconds.labels(kind).observe(processed.seconds)
@@ -555,17 +633,32 @@ class ImagePool:
 
     async def _run(self, data: Bytes, media_type: str, renditions: tuple[int, ...]) -> Processed:
         async with self._worker() as worker:
-            source, result = self._handoff.source(worker.index), self._handoff.result(worker.index)
-            try:
-                _pwrite(source, data)
-            except OSError as exc:
-                log.warning("image hand-off folder unusable (%s); using the pipe", exc.strerror)
-                job = (process_image, (bytes(data), media_type, self._max_pixels, renditions))
-                processed: Processed = await worker.run(job)
-                return processed
-            args = (str(source), len(data), str(result), media_type, self._max_pixels, renditions)
-            processed, original_size = await worker.run((process_image_file, args))
-            return dataclasses.replace(processed, original=_pread(result, original_size))
+            with self._timing():
+                return await self._run_in(worker, data, media_type, renditions)
+
+    async def _run_in(
+        self, worker: _Worker, data: Bytes, media_type: str, renditions: tuple[int, ...]
+    ) -> Processed:
+        source, result = self._handoff.source(worker.index), self._handoff.result(worker.index)
+        try:
+            _pwrite(source, data)
+        except OSError as exc:
+            log.warning("image hand-off folder unusable (%s); using the pipe", exc.strerror)
+            job = (process_image, (bytes(data), media_type, self._max_pixels, renditions))
+            processed: Processed = await worker.run(job)
+            return processed
+        args = (str(source), len(data), str(result), media_type, self._max_pixels, renditions)
+        processed, original_size = await worker.run((process_image_file, args))
+        return dataclasses.replace(processed, original=_pread(result, original_size))
+
+    @contextlib.contextmanager
+    def _timing(self) -> Iterator[None]:
+        """A job's time in a worker, its answer included, feeds the estimate of the next ones'
+        (under SCHED_IDLE it stretches when other work takes the cores)."""
+        started = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - started
+        self.job_seconds += JOB_SECONDS_WEIGHT * (seconds - self.job_seconds)
 
     async def _call(self, work: Callable[..., Any], *args: Any) -> Any:
         async with self._worker() as worker:
@@ -581,7 +674,7 @@ class ImagePool:
         if worker is None or worker.dead or not worker.process.is_alive():
             if worker is not None:  # killed or crashed, with a job or while idle
                 self._replaced(worker)
-            worker = self._running[index] = _Worker(index)
+            worker = self._running[index] = _Worker(index, self._scheduling)
         try:
             yield worker
         finally:

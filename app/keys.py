@@ -9,6 +9,7 @@ from aiohttp import web
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.admission import Admission
     from app.auth import TokenKeys, Tokens
     from app.cursors import Cursors
     from app.db import Database
@@ -43,6 +44,8 @@ THROTTLES: web.AppKey[AccountThrottles] = web.AppKey("throttles")
 IMAGES: web.AppKey[ImagePool] = web.AppKey("images")
 UPLOAD_BUDGET: web.AppKey[ByteBudget] = web.AppKey("upload_budget")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+# Overload: each route class's adaptive concurrency limit (app/admission.py).
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 REQUEST_ID = web.RequestKey("request_id", str)

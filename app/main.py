@@ -8,6 +8,7 @@ import socket
 
 from aiohttp import web
 
+from app.admission import Admission, admission_middleware
 from app.api.middlewares import no_sniffing, request_id_middleware
 from app.api.responses import error_middleware
 from app.api.routes import routes
@@ -17,6 +18,7 @@ from app.cursors import Cursors
 from app.deadlines import deadline_middleware
 from app.delivery import ImageUrls
 from app.keys import (
+    ADMISSION,
     CURSORS,
     IMAGE_URLS,
     LIFECYCLE,
@@ -68,13 +70,15 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # Outermost first: every request is known to be in flight (for a graceful stop),
         # every response gets an id and is counted, every error gets one shape, then the
-        # request is held to its deadline, then the caller is identified and held to their rate.
+        # request is admitted in its class (or refused before any work), held to its deadline,
+        # and the caller is identified and held to their rate.
         middlewares=[
             in_flight_middleware,
             request_id_middleware,
             client_address_middleware(settings.trusted_proxies),
             metrics_middleware,
             error_middleware,
+            admission_middleware,
             deadline_middleware,
             auth_middleware,
             rate_limit_middleware,
@@ -86,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.prometheus_multiproc_dir, settings.service_instance or socket.gethostname()
     )
     app[LIFECYCLE] = Lifecycle()
+    app[ADMISSION] = Admission(settings, app[METRICS])
     app.on_response_prepare.append(close_connection_while_draining)
     app.on_response_prepare.append(no_sniffing)
     app.on_response_prepare.append(add_rate_limit_headers)

@@ -250,6 +250,34 @@ class Metrics:
             registry=r,
         )
 
+        # Overload (app/admission.py): what each route class let in and turned away.
+        self.admission_admitted = Counter(
+            "monogram_admission_admitted",
+            "Requests admitted, by route class (reads, writes, uploads)",
+            ["class"],
+            registry=r,
+        )
+        self.admission_rejected = Counter(
+            "monogram_admission_rejected",
+            "Requests refused with 503 overloaded by admission control, by route class "
+            "(uploads: the limit, or a predicted wait for an image worker past its budget)",
+            ["class"],
+            registry=r,
+        )
+        self.admission_limit = Gauge(
+            "monogram_admission_limit",
+            "Requests of a route class admitted at once, summed over the service processes",
+            ["class"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.image_wait_predicted = Histogram(
+            "monogram_image_wait_predicted_seconds",
+            "The wait for an image worker predicted for each arriving V0 upload",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)

@@ -189,6 +189,53 @@ class Settings:
     rate_limit_burst: int = _env(
         "RATE_LIMIT_BURST", "requests a user may make at once after being idle", default=1000
     )
+    admission_control: bool = _env(
+        "ADMISSION_CONTROL",
+        "limit each route class (reads, writes, uploads) to the requests its latency allows, "
+        "refusing the excess at once with 503 (docs/design.md, Overload)",
+        default=True,
+    )
+    admission_read_target: float = _env(
+        "ADMISSION_READ_TARGET",
+        "seconds: the p90 in service that reads (GET) are held to; over it, fewer are admitted",
+        default=0.025,
+    )
+    admission_write_target: float = _env(
+        "ADMISSION_WRITE_TARGET",
+        "seconds: the p90 in service that writes (posts, likes, follows, logins) are held to",
+        default=0.1,
+    )
+    admission_upload_target: float = _env(
+        "ADMISSION_UPLOAD_TARGET",
+        "seconds: the p90 in service that uploads (V0 bodies, V1 presign and complete) are held to",
+        default=0.6,
+    )
+    admission_read_wait: float = _env(
+        "ADMISSION_READ_WAIT",
+        "seconds a read may wait for a place within its class's limit before it gets 503",
+        default=0.01,
+    )
+    admission_write_wait: float = _env(
+        "ADMISSION_WRITE_WAIT",
+        "seconds a write may wait for a place within its class's limit before it gets 503",
+        default=0.02,
+    )
+    admission_upload_wait: float = _env(
+        "ADMISSION_UPLOAD_WAIT",
+        "seconds an upload may wait for a place within its class's limit before it gets 503",
+        default=0.02,
+    )
+    admission_initial_limit: int = _env(
+        "ADMISSION_INITIAL_LIMIT",
+        "requests of a class one process admits at once when it starts (the limit then adapts)",
+        default=32,
+    )
+    admission_min_limit: int = _env(
+        "ADMISSION_MIN_LIMIT", "the least a class's limit falls to, per process", default=4
+    )
+    admission_max_limit: int = _env(
+        "ADMISSION_MAX_LIMIT", "the most a class's limit rises to, per process", default=256
+    )
     login_limit_per_address: int = _env(
         "LOGIN_LIMIT_PER_ADDRESS",
         "login attempts per minute from one client address, checked before any hashing",
@@ -328,8 +375,21 @@ class Settings:
     )
     thumbnail_queue_wait: float = _env(
         "THUMBNAIL_QUEUE_WAIT",
-        "seconds an upload waits for a place in THUMBNAIL_QUEUE before it gets 503",
-        default=2.0,
+        "seconds an admitted upload may wait for a place in THUMBNAIL_QUEUE before it gets 503 "
+        "(a backstop: admission refuses those predicted to wait past IMAGE_WAIT_BUDGET)",
+        default=1.0,
+    )
+    image_wait_budget: float = _env(
+        "IMAGE_WAIT_BUDGET",
+        "seconds a V0 upload may be predicted to wait for an image worker; one predicted to "
+        "wait longer gets 503 before its body is read (ADMISSION_CONTROL=false: no prediction)",
+        default=0.4,
+    )
+    image_worker_scheduling: str = _env(
+        "IMAGE_WORKER_SCHEDULING",
+        "idle: image workers run under SCHED_IDLE, only on cores nothing else wants; nice: "
+        "nice 10, so they progress on a machine that is always busy",
+        default="idle",
     )
 
     upload_url_ttl: int = _env(
@@ -437,6 +497,11 @@ class Settings:
             raise SettingsError("SWEEP_INTERVAL must be 0 (never) or more seconds")
         if self.feed_query not in FEED_QUERIES:
             raise SettingsError(f"FEED_QUERY must be monogram or seed, not {self.feed_query!r}")
+        if self.image_worker_scheduling not in ("idle", "nice"):
+            raise SettingsError(
+                "IMAGE_WORKER_SCHEDULING must be idle or nice, "
+                f"not {self.image_worker_scheduling!r}"
+            )
         if self.feed_mode not in FEED_MODES:
             raise SettingsError(f"FEED_MODE must be pull, push or hybrid, not {self.feed_mode!r}")
         if self.timeline_length < 1 or self.whale_followers < 1 or self.redis_pool_size < 1:
@@ -457,6 +522,14 @@ class Settings:
             "jwt_ttl",
             "rate_limit_per_second",
             "rate_limit_burst",
+            "admission_read_target",
+            "admission_write_target",
+            "admission_upload_target",
+            "admission_read_wait",
+            "admission_write_wait",
+            "admission_upload_wait",
+            "admission_min_limit",
+            "thumbnail_queue_wait",
             "password_hash_time_cost",
             "password_hash_workers",
             "password_hash_queue",
@@ -466,6 +539,10 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be positive")
+        if self.image_wait_budget < 0:
+            raise SettingsError("IMAGE_WAIT_BUDGET must be 0 or more seconds")
+        if not self.admission_min_limit <= self.admission_max_limit:
+            raise SettingsError("ADMISSION_MIN_LIMIT must not be over ADMISSION_MAX_LIMIT")
         try:
             parse_networks(self.trusted_proxies)
         except ValueError:

@@ -62,6 +62,7 @@ def service(settings: Settings, budget: int) -> AbstractContextManager[tuple[str
         UPLOAD_MEMORY_BUDGET=str(budget),
         UPLOAD_BUDGET_WAIT="120",  # every upload waits its turn: none is refused
         THUMBNAIL_QUEUE_WAIT="120",
+        ADMISSION_CONTROL="false",
         THUMBNAIL_QUEUE="64",
         THUMBNAIL_WARM_START="true",
     )

@@ -28,7 +28,7 @@ async def upload_media(request: web.Request) -> web.Response:
         work = media.MediaWork(
             app[DATABASE], app[STORAGE], app[IMAGES], app[SETTINGS], app[IMAGE_URLS]
         )
-        async with multipart.receive(request) as upload:
+        async with multipart.receive(request, app[IMAGES].reserved()) as upload:
             body = await media.create(work, request[USER_ID], upload, key)
     except AppError as exc:
         uploads_total.labels(exc.label).inc()
@@ -52,7 +52,8 @@ async def delete_media(request: web.Request) -> web.Response:
 
 
 async def refuse_early(request: web.Request) -> web.Response | None:
-    """Expect: 100-continue: refuse what would be refused anyway, before the body is sent.
+    """Expect: 100-continue: refuse what would be refused anyway, before the body is sent:
+    bad headers, and an upload the image workers could not take within its wait budget.
 
     aiohttp calls this before any middleware, so it answers in the error shape itself.
     """
@@ -60,6 +61,7 @@ async def refuse_early(request: web.Request) -> web.Response | None:
         if request.headers.get("Expect", "").lower() != "100-continue":
             raise ExpectationFailed("only Expect: 100-continue is understood")
         multipart.check_headers(request)
+        request.app[IMAGES].check_room()  # the body would wait past its budget for a worker
     except AppError as exc:
         response = render_error(exc)
         response.force_close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
 from typing import TypeVar
 
 from aiohttp import hdrs, web
@@ -23,7 +23,7 @@ from app import deadlines
 from app.errors import AppError, BadRequest, TooLarge, TooSlow, UnsupportedMediaType
 from app.keys import SETTINGS, UPLOAD_BUDGET
 from app.settings import Settings
-from app.uploads import FRAMING_ALLOWANCE, Upload
+from app.uploads import FRAMING_ALLOWANCE, ByteBudget, Upload
 
 CHUNK = 64 * 1024  # the rate floor allows each read the time of this many bytes
 MAX_PARTS = 8
@@ -33,18 +33,34 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def receive(request: web.Request) -> AsyncIterator[Upload]:
-    """The `file` part of a multipart upload, held under the byte budget until the block ends."""
+async def receive(
+    request: web.Request, admission: AbstractContextManager[None]
+) -> AsyncIterator[Upload]:
+    """The `file` part of a multipart upload, held under the byte budget until the block ends.
+
+    `admission` is entered before a byte of the body is read and held until the block ends;
+    a refusal from it (a predicted wait for an image worker) closes the connection unread.
+    """
     settings = request.app[SETTINGS]
     budget = request.app[UPLOAD_BUDGET]
     body_limit = settings.max_upload_bytes + FRAMING_ALLOWANCE
     reservation = min(request.content_length or body_limit, body_limit)
-    try:
-        check_headers(request)
-        await budget.acquire(reservation, settings.upload_budget_wait)
-    except AppError as exc:
-        _abandon_body(request, exc)
-        raise
+    with ExitStack() as admitted:
+        try:
+            check_headers(request)
+            admitted.enter_context(admission)
+            await budget.acquire(reservation, settings.upload_budget_wait)
+        except AppError as exc:
+            _abandon_body(request, exc)
+            raise
+        async with _held(request, settings, budget, reservation) as upload:
+            yield upload
+
+
+@asynccontextmanager
+async def _held(
+    request: web.Request, settings: Settings, budget: ByteBudget, reservation: int
+) -> AsyncIterator[Upload]:
     upload: Upload | None = None
     try:
         with deadlines.paused():  # the rate floor bounds the body instead
