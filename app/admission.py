@@ -12,17 +12,27 @@ A request that finds the limit reached waits in a short FIFO, at most the class'
 once. A refusal is 503 `overloaded` with Retry-After, answered before authentication, the
 body or any query: it costs the service a fraction of a millisecond.
 
+A concurrency limit cannot see the queue a CPU-bound process builds in front of its handlers:
+requests waiting in the event loop and the kernel's buffers are in no handler yet. So each
+process also measures its event loop's lag (a probe every PROBE_SECONDS, smoothed), as CoDel
+measures a queue's sojourn time, and an integral controller turns the lag's excess over
+ADMISSION_LOOP_LAG into a pressure from 0 to 1 (LoopLag). New requests are refused at random
+in a share that grows with the pressure, uploads first, then writes, reads last: when the
+process falls behind, the feed keeps its CPU the longest.
+
 The clock is a parameter so that tests drive the limit with a fake one (tests/test_admission.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -46,10 +56,23 @@ MOST_DECREASE = 0.5
 
 # A dependency that is down answers fast or slow whatever the load: its answers' times would
 # only teach the limit something false (and keep it low once the dependency is back).
-UNRELATED_TO_LOAD = (DatabaseUnavailable, StorageUnavailable, *UNAVAILABLE_ERRORS)
+UNRELATED_TO_LOAD: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
+    StorageUnavailable,
+    *UNAVAILABLE_ERRORS,
+)
+
+PROBE_SECONDS = 0.005
+LAG_WEIGHT = 0.3  # the smoothing of the lag's EWMA: a few probes
+GAIN = 0.01  # pressure per probe at a lag of twice the threshold: 0 to 1 in half a second
 
 READS, WRITES, UPLOADS = "reads", "writes", "uploads"
+# Why a request was refused: its class's limit (and wait), or the event loop's lag.
+LIMIT, LOOP_LAG = "limit", "loop_lag"
+REASONS = (LIMIT, LOOP_LAG)
 CLASSES = (READS, WRITES, UPLOADS)
+# The loop-lag pressure at which each class starts to be shed (see shed_share).
+SHED_FROM = {UPLOADS: 0.0, WRITES: 0.25, READS: 0.5}
 # What is never limited: probes and scrapes must answer while the service sheds load.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 UPLOAD_ROUTES = frozenset(
@@ -133,7 +156,9 @@ class AdmissionClass:
         # A request's usual time in service (EWMA): how long a place takes to come free.
         self._typical = config.target / 2
         self._admitted = metrics.admission_admitted.labels(name)
-        self._rejected = metrics.admission_rejected.labels(name)
+        self._rejected = {
+            reason: metrics.admission_rejected.labels(name, reason) for reason in REASONS
+        }
         self._limit_gauge = metrics.admission_limit.labels(name)
         self._limit_gauge.set(self.limit.limit)
 
@@ -170,22 +195,29 @@ class AdmissionClass:
 
     async def _wait_for_place(self) -> None:
         if self.predicted_wait() > self.max_wait:
-            self._refuse()
+            self.refuse()
         place = asyncio.get_running_loop().create_future()
         self._waiting.append(place)
         try:
             async with asyncio.timeout(self.max_wait):
                 await place
         except TimeoutError:
-            self._waiting.remove(place)
-            self._refuse()
+            if place.done() and not place.cancelled():
+                return  # the place was handed over just as the wait ran out: take it
+            self._leave(place)
+            self.refuse()
         except asyncio.CancelledError:
             if place.done() and not place.cancelled():
                 self.in_flight -= 1  # handed a place as we were cancelled: pass it on
                 self._hand_on()
-            elif place in self._waiting:
-                self._waiting.remove(place)
+            else:
+                self._leave(place)
             raise
+
+    def _leave(self, place: asyncio.Future[None]) -> None:
+        # _hand_on may have dropped it already, cancelled, on its way past.
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(place)
 
     def _hand_on(self) -> None:
         while self._waiting and self.in_flight < self.limit.limit:
@@ -194,16 +226,59 @@ class AdmissionClass:
                 self.in_flight += 1
                 place.set_result(None)
 
-    def _refuse(self) -> None:
-        self._rejected.inc()
+    def refuse(self, reason: str = LIMIT) -> None:
+        self._rejected[reason].inc()
         raise Overloaded(f"the service is at capacity for {self.name}; try again shortly")
 
 
-class Admission:
-    """The classes of one service process (app key ADMISSION)."""
+class LoopLag:
+    """How far behind its schedule this process's event loop runs, and the pressure to shed
+    that follows from it.
 
-    def __init__(self, settings: Settings, metrics: Metrics, clock: Clock = time.monotonic) -> None:
+    `pressure` (0 to 1) is an integral controller: each probe moves it up by GAIN times how
+    far the lag is over the threshold, in thresholds, and down as far under. It settles where
+    the shed share holds the lag at the threshold, however much load that takes off, rather
+    than at a fixed share for a given lag.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.lag = 0.0
+        self.pressure = 0.0
+
+    def record(self, late: float) -> None:
+        self.lag += LAG_WEIGHT * (max(0.0, late) - self.lag)
+        if self.threshold > 0:
+            error = (self.lag - self.threshold) / self.threshold
+            self.pressure = min(1.0, max(0.0, self.pressure + GAIN * max(-1.0, min(1.0, error))))
+
+    async def probe(self) -> None:
+        """Forever: sleep PROBE_SECONDS, and record how late the wake-up came."""
+        while True:
+            due = time.perf_counter() + PROBE_SECONDS
+            await asyncio.sleep(PROBE_SECONDS)
+            self.record(time.perf_counter() - due)
+
+
+def shed_share(pressure: float, name: str) -> float:
+    """The share of a class's new requests refused at this pressure: uploads first (all of
+    them at 0.5), then writes (from 0.25, all at 0.75), reads last (from 0.5, all at 1)."""
+    return min(1.0, max(0.0, (pressure - SHED_FROM[name]) / 0.5))
+
+
+class Admission:
+    """The classes of one service process (app key ADMISSION), and its loop's lag."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self.enabled = settings.admission_control
+        self.loop_lag = LoopLag(settings.admission_loop_lag)
+        self._rng = rng or random.Random()  # noqa: S311 - a coin to shed by, not a secret
         waits = {
             READS: settings.admission_read_wait,
             WRITES: settings.admission_write_wait,
@@ -230,6 +305,14 @@ class Admission:
             for name in CLASSES
         }
 
+    def admitted(self, name: str) -> AbstractAsyncContextManager[None]:
+        """A place in class `name`, or Overloaded: at once when the loop is behind, else by
+        the class's limit."""
+        share = shed_share(self.loop_lag.pressure, name)
+        if share and self._rng.random() < share:
+            self.classes[name].refuse(LOOP_LAG)
+        return self.classes[name].admitted()
+
 
 @web.middleware
 async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -237,5 +320,5 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     name = route_class(request) if admission.enabled else None
     if name is None:
         return await handler(request)
-    async with admission.classes[name].admitted():
+    async with admission.admitted(name):
         return await handler(request)

@@ -45,6 +45,7 @@ from app.ratelimit import (
     rate_limit_middleware,
 )
 from app.resources import (
+    admission_ctx,
     database_ctx,
     feed_ctx,
     images_ctx,
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> web.Application:
     app[THROTTLES] = AccountThrottles(settings)
     app[UPLOAD_BUDGET] = ByteBudget(settings.upload_memory_budget)
     # Opened in this order, closed in reverse (app/resources.py).
+    app.cleanup_ctx.append(admission_ctx)
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(metrics_ctx)
     app.cleanup_ctx.append(storage_ctx)

@@ -259,9 +259,9 @@ class Metrics:
         )
         self.admission_rejected = Counter(
             "monogram_admission_rejected",
-            "Requests refused with 503 overloaded by admission control, by route class "
-            "(uploads: the limit, or a predicted wait for an image worker past its budget)",
-            ["class"],
+            "Requests refused with 503 overloaded by admission control, by route class and "
+            "reason: limit (the class's limit and wait), loop_lag (the process is behind)",
+            ["class", "reason"],
             registry=r,
         )
         self.admission_limit = Gauge(

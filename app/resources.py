@@ -21,6 +21,7 @@ from app.deletes import retry_on_schedule
 from app.fanout import FanOut
 from app.images import open_image_pool
 from app.keys import (
+    ADMISSION,
     DATABASE,
     FANOUT,
     IMAGES,
@@ -46,6 +47,12 @@ log = logging.getLogger(__name__)
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_database(app[SETTINGS], app[METRICS]) as database:
         app[DATABASE] = database
+        yield
+
+
+async def admission_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The probe of the event loop's lag that admission control sheds load by."""
+    async with _background(app[ADMISSION].loop_lag.probe(), "loop-lag-probe"):
         yield
 
 

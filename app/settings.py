@@ -225,6 +225,12 @@ class Settings:
         "seconds an upload may wait for a place within its class's limit before it gets 503",
         default=0.02,
     )
+    admission_loop_lag: float = _env(
+        "ADMISSION_LOOP_LAG",
+        "seconds the event loop may run behind before new reads are refused (a growing share, "
+        "all at twice this); uploads and writes are refused from half of it",
+        default=0.01,
+    )
     admission_initial_limit: int = _env(
         "ADMISSION_INITIAL_LIMIT",
         "requests of a class one process admits at once when it starts (the limit then adapts)",
@@ -528,6 +534,7 @@ class Settings:
             "admission_read_wait",
             "admission_write_wait",
             "admission_upload_wait",
+            "admission_loop_lag",
             "admission_min_limit",
             "thumbnail_queue_wait",
             "password_hash_time_cost",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import feed_modes, images, report, scenarios, stack
+from bench import feed_modes, images, overload, report, scenarios, stack
 from bench.data import SIZES, load
 from bench.photos import phone_jpegs
 
@@ -27,6 +27,7 @@ SCENARIOS = (
     "v1-uploads",
     "images",
     "feed-modes",
+    "overload",
     "celebrity",
 )
 
@@ -47,13 +48,31 @@ class Budget:
     image_pages: int  # feed pages of 5 images per browser in the images scenario
     image_rounds: int  # browsers per way
     mode_rates: tuple[float, ...]  # feed-modes: offered reads/s, until p99 passes 50 ms
+    # overload: feed reads/s and uploads/s ramped to find capacity, before 1.5x/3x and 2x/3x
+    overload_feed_rates: tuple[float, ...]
+    overload_upload_rates: tuple[float, ...]
     feed_rates: tuple[float, ...] = (250, 500, 750, 1000, 1250)
 
 
 BUDGETS = {
-    "tiny": Budget(1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), 2, 1, (200,), feed_rates=(250,)),
+    "tiny": Budget(
+        1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), 2, 1, (200,), (50, 100), (2,), feed_rates=(250,)
+    ),
     "quick": Budget(
-        4.0, 5, 100, 4.0, 40, 5, 100, (5, 10, 20, 40), (5, 10, 20), 4, 3, (200, 400, 800)
+        4.0,
+        5,
+        100,
+        4.0,
+        40,
+        5,
+        100,
+        (5, 10, 20, 40),
+        (5, 10, 20),
+        4,
+        3,
+        (200, 400, 800),
+        (250, 500, 750, 1000),
+        (5, 10, 20),
     ),
     "default": Budget(
         8.0,
@@ -68,6 +87,8 @@ BUDGETS = {
         6,
         5,
         (200, 400, 800, 1200),
+        (250, 500, 750, 1000, 1250, 1500),
+        (5, 10, 15, 20, 25),
     ),
 }
 
@@ -142,6 +163,10 @@ async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[s
         return await scenarios.v1_uploads(ctx, list(budget.v1_upload_rates), budget.storm_feed_rate)
     if name == "feed-modes":
         return await feed_modes.feed_modes(ctx, budget.mode_rates)
+    if name == "overload":
+        return await overload.overload(
+            ctx, budget.overload_feed_rates, budget.overload_upload_rates
+        )
     if name == "images":
         return await images.images(ctx, budget.image_pages, budget.image_rounds)
     if name == "upload-storm":

@@ -164,6 +164,8 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         ]
     if modes := results.get("feed-modes"):
         rows += _feed_mode_targets(modes)
+    if over := results.get("overload"):
+        rows += _overload_targets(over)
     if celebrity := results.get("celebrity"):
         celeb = celebrity["monogram"]
         slowest = celeb["latency"]["max_ms"]
@@ -332,6 +334,8 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         lines += _images_lines(images)
     if modes := results.get("feed-modes"):
         lines += _feed_modes_lines(modes)
+    if over := results.get("overload"):
+        lines += _overload_lines(over)
     if celebrity := _bursts(results):
         any_run = next(iter(celebrity.values()))
         writes = sum(any_run["writes_during_the_burst"]["upload"]["statuses"].values())
@@ -705,3 +709,155 @@ def _save(figure: Any, axis: Any, path: Path) -> None:
 
 def stamp_now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- overload -------------------------------------------------------------------------------
+
+
+def feed_p99_bound(rest_p99: float) -> float:
+    """The issue's bound on the feed's p99 during an upload storm."""
+    return max(1.5 * rest_p99, rest_p99 + 10)
+
+
+def _overload_targets(over: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    rows: list[tuple[str, str, bool | None]] = []
+    feed = over["feed"]
+    if feed["capacity"] is not None:
+        capacity = feed["capacity"]["ok_per_s"]
+        for step, floor in zip(feed["admission"], (0.9, 0.8), strict=True):
+            share = step["ok_per_s"] / max(capacity, 1e-9)
+            rows.append(
+                (
+                    f"feed at {step['multiple']:g}x capacity: goodput >= {floor:.0%} of the "
+                    "capacity step's, admitted p99 < 50 ms, refusals p99 < 20 ms, only 200 and 503",
+                    f"{step['ok_per_s']}/s ({share:.0%} of {capacity}/s), p99 {step['ok_p99_ms']} ms, "
+                    f"refusals p99 {step['refused_p99_ms']} ms, statuses {step['statuses']}",
+                    share >= floor
+                    and (step["ok_p99_ms"] or 0) < 50
+                    and (step["refused_p99_ms"] or 0) < 20
+                    and step["other_errors"] == 0
+                    and step["connection_errors"] == 0,
+                )
+            )
+    uploads = over["uploads"]
+    if uploads["sustainable"] is not None:
+        base = uploads["sustainable"]["upload"]["ok_per_s"]
+        rest = uploads["rest"]["feed"]["ok_p99_ms"]
+        for step in uploads["admission"]:
+            up, feed_p99 = step["upload"], step["feed"]["ok_p99_ms"]
+            rows.append(
+                (
+                    f"upload storm at {step['multiple']:g}x the sustainable rate: stored >= 90% of "
+                    "it, accepted p99 < 800 ms, refusals p99 < 50 ms, feed p99 <= max(1.5x rest, "
+                    "rest + 10 ms)",
+                    f"{up['ok_per_s']}/s stored ({up['ok_per_s'] / max(base, 1e-9):.0%} of "
+                    f"{base}/s), p99 {up['ok_p99_ms']} ms, refusals p99 {up['refused_p99_ms']} ms, "
+                    f"feed p99 {feed_p99} ms (rest {rest} ms)",
+                    up["ok_per_s"] >= 0.9 * base
+                    and (up["ok_p99_ms"] or 0) < 800
+                    and (up["refused_p99_ms"] or 0) < 50
+                    and (feed_p99 or 0) <= feed_p99_bound(rest or 0),
+                )
+            )
+    native = over["native"]
+    if native.get("busy"):
+        calm, busy = native["calm"], native["busy"]
+        rows.append(
+            (
+                "hey at 1.5x the calm rate (128 paced connections): only 200 and 503, no connection "
+                "errors, 200s >= 90% of the calm rate, p99 < 100 ms",
+                f"{busy['ok_per_s']}/s of 200 against calm {calm['ok_per_s']}/s, statuses "
+                f"{busy['statuses']}, {busy['connection_errors']} connection errors, p99 "
+                f"{busy['p99_ms']} ms",
+                set(busy["statuses"]) <= {"200", "503"}
+                and busy["connection_errors"] == 0
+                and busy["ok_per_s"] >= 0.9 * calm["ok_per_s"]
+                and (busy["p99_ms"] or 0) < 100,
+            )
+        )
+    return rows
+
+
+def _overload_lines(over: dict[str, Any]) -> list[str]:
+    feed, uploads, native = over["feed"], over["uploads"], over["native"]
+    lines = [
+        "## overload: past capacity, with admission control and without it (the old behaviour)",
+        "",
+        f"Feed reads only, F = {feed['followed']}, straight to the service processes. The ramp "
+        "finds the capacity: the highest offered rate with 99% answered 200 and p99 under 50 ms.",
+        "",
+        "| step | offered/s | 200/s | 200 p50 / p99 ms | 503/s | 503 p99 ms | p99 of all ms | statuses |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def row(label: str, s: dict[str, Any]) -> str:
+        return (
+            f"| {label} | {s['offered_per_s']:g} | {s['ok_per_s']} | {s['ok_p50_ms']} / "
+            f"{s['ok_p99_ms']} | {s['refused_per_s']} | {s['refused_p99_ms'] or '-'} | "
+            f"{s['all_p99_ms']} | {s['statuses']} |"
+        )
+
+    lines += [row("ramp", s) for s in feed["ramp"]]
+    if feed["capacity"] is not None:
+        lines += [row(f"{s['multiple']:g}x, admission", s) for s in feed["admission"]]
+        lines += [row(f"{s['multiple']:g}x, old behaviour", s) for s in feed["old"]]
+    lines += [
+        "",
+        f"Upload storm: 2 MB V0 uploads (Expect: 100-continue) under {uploads['feed_rate']:g} feed "
+        "reads/s. The ramp finds the sustainable rate (95% stored, p99 under 800 ms). Old "
+        "behaviour: no admission control, image workers at nice 10, a fixed 2 s wait for one.",
+        "",
+        "| step | uploads offered/s | stored/s | accepted p50 / p99 ms | 503/s | 503 p99 ms | "
+        "statuses | feed p99 ms | feed bound ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def storm_row(label: str, s: dict[str, Any], rest: dict[str, Any]) -> str:
+        up, rest_p99 = s["upload"], rest["feed"]["ok_p99_ms"] or 0
+        return (
+            f"| {label} | {up['offered_per_s']:g} | {up['ok_per_s']} | {up['ok_p50_ms']} / "
+            f"{up['ok_p99_ms']} | {up['refused_per_s']} | {up['refused_p99_ms'] or '-'} | "
+            f"{up['statuses']} | {s['feed']['ok_p99_ms']} | {feed_p99_bound(rest_p99):.1f} |"
+        )
+
+    rest = uploads["rest"]
+    lines.append(f"| at rest | 0 | - | - | - | - | - | {rest['feed']['ok_p99_ms']} | - |")
+    lines += [storm_row("ramp", s, rest) for s in uploads["ramp"]]
+    if uploads["sustainable"] is not None:
+        lines += [
+            storm_row(f"{s['multiple']:g}x, admission", s, rest) for s in uploads["admission"]
+        ]
+        nice = uploads["bulkhead_nice"]
+        lines.append(
+            f"| at rest (nice 10 run) | 0 | - | - | - | - | - | {nice['rest']['feed']['ok_p99_ms']} | - |"
+        )
+        lines.append(
+            storm_row(
+                f"{nice['step']['multiple']:g}x, admission, nice 10", nice["step"], nice["rest"]
+            )
+        )
+        old_rest = uploads["old_rest"]
+        lines.append(
+            f"| at rest (old run) | 0 | - | - | - | - | - | {old_rest['feed']['ok_p99_ms']} | - |"
+        )
+        lines += [
+            storm_row(f"{s['multiple']:g}x, old behaviour", s, old_rest) for s in uploads["old"]
+        ]
+    lines.append("")
+    if native.get("busy"):
+        calm, busy = native["calm"], native["busy"]
+        lines += [
+            "hey against one service process (per-user limit lifted):",
+            "",
+            "| run | connections | offered/s | 200/s | 503/s | p99 of all ms | statuses | connection errors |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| calm | {calm['connections']} | closed loop | {calm['ok_per_s']} | {calm['refused_per_s']} | "
+            f"{calm['p99_ms']} | {calm['statuses']} | {calm['connection_errors']} |",
+            f"| 1.5x, paced (-q {busy['per_connection_qps']}) | {busy['connections']} | "
+            f"{busy['offered_per_s']} | {busy['ok_per_s']} | {busy['refused_per_s']} | "
+            f"{busy['p99_ms']} | {busy['statuses']} | {busy['connection_errors']} |",
+            "",
+        ]
+    elif not native.get("available", True):
+        lines += [f"hey: {native['why']}", ""]
+    return lines

@@ -211,11 +211,20 @@ async def _rows_read(conn: asyncpg.Connection, viewer: int) -> int:
 class Traffic:
     """The seed's operations as HTTP calls, spread over the service processes."""
 
-    def __init__(self, ctx: Context, urls: list[str], spare_media: deque[tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        urls: list[str],
+        spare_media: deque[tuple[int, int]],
+        *,
+        expect_continue: bool = False,
+    ) -> None:
         self.ctx = ctx
         self.urls = itertools.cycle(urls)
         self.spare_media = spare_media
         self.rng = random.Random(3)
+        # Uploads ask first (Expect: 100-continue, as curl does): a refusal costs no body.
+        self.expect_continue = expect_continue
 
     async def _call(
         self, session: aiohttp.ClientSession, method: str, path: str, user: int, **kw: Any
@@ -245,7 +254,12 @@ class Traffic:
         form = aiohttp.FormData()
         form.add_field("file", io.BytesIO(photo), filename="photo.jpg", content_type="image/jpeg")
         answer = await self._call(
-            session, "POST", "/v1/media", user or self.rng.choice(self.ctx.graph.readers), data=form
+            session,
+            "POST",
+            "/v1/media",
+            user or self.rng.choice(self.ctx.graph.readers),
+            data=form,
+            expect100=self.expect_continue,
         )
         return Answer(answer.status, len(photo), answer.received)
 

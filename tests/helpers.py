@@ -76,6 +76,9 @@ def settings_for(postgres: EmbeddedPostgres, s3_server: EmbeddedS3, bucket: str)
             "PASSWORD_HASH_MEMORY_KIB": "1024",
             # Most tests never upload: their apps start image workers only if they do.
             "THUMBNAIL_WARM_START": "false",
+            # A test's client runs in the service's own event loop: its work would count as the
+            # loop falling behind. tests/test_admission.py tests the lag's shedding itself.
+            "ADMISSION_LOOP_LAG": "1.0",
         }
     )
 

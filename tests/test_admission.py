@@ -15,11 +15,17 @@ import pytest
 from pytest_aiohttp import AiohttpClient
 
 from app.admission import (
+    GAIN,
     MIN_SAMPLES,
+    READS,
+    UPLOADS,
     WINDOW_SECONDS,
+    WRITES,
     AdaptiveLimit,
     AdmissionClass,
     ClassSettings,
+    LoopLag,
+    shed_share,
 )
 from app.errors import Overloaded
 from app.keys import IMAGES
@@ -107,6 +113,34 @@ def test_one_slow_answer_in_ten_does_not_lower_the_limit() -> None:
     for latency in [0.005] * 9 + [1.0]:
         limit.observe(latency, 5)
     assert limit.limit == 10
+
+
+def test_loop_lag_pressure_builds_while_the_loop_is_behind_and_drains_when_it_catches_up() -> None:
+    lag = LoopLag(threshold=0.01)
+    for _ in range(20):
+        lag.record(0.002)  # on time: no pressure
+    assert lag.pressure == 0.0
+    for _ in range(10):
+        lag.record(0.03)  # three thresholds behind: the lag's EWMA climbs past it
+    rising = lag.pressure
+    assert 0 < rising < 10 * GAIN + 1e-9
+    for _ in range(200):
+        lag.record(0.03)
+    assert lag.pressure == 1.0  # held behind: all the way
+    for _ in range(50):
+        lag.record(0.0)
+    assert lag.pressure < 1.0
+    for _ in range(200):
+        lag.record(0.0)
+    assert lag.pressure == 0.0
+
+
+def test_under_pressure_uploads_are_shed_first_and_reads_last() -> None:
+    assert [shed_share(0.0, c) for c in (UPLOADS, WRITES, READS)] == [0.0, 0.0, 0.0]
+    assert [shed_share(0.25, c) for c in (UPLOADS, WRITES, READS)] == [0.5, 0.0, 0.0]
+    assert [shed_share(0.5, c) for c in (UPLOADS, WRITES, READS)] == [1.0, 0.5, 0.0]
+    assert [shed_share(0.75, c) for c in (UPLOADS, WRITES, READS)] == [1.0, 1.0, 0.5]
+    assert [shed_share(1.0, c) for c in (UPLOADS, WRITES, READS)] == [1.0, 1.0, 1.0]
 
 
 def admission_class(limit: int, max_wait: float, clock: FakeClock | None = None) -> AdmissionClass:
@@ -268,7 +302,7 @@ async def test_a_3x_burst_of_reads_gets_fast_503s_and_the_admitted_ones_finish(
     # A refusal costs no query: the feed ran once per admitted read, never for a refused one.
     scraped = await (await client.get("/metrics")).text()
     assert metric(scraped, "monogram_feed_query_duration_seconds_count") == admitted
-    assert metric(scraped, 'monogram_admission_rejected_total{class="reads"}') == refused
+    assert metric(scraped, 'monogram_admission_rejected_total{class="reads"') == refused
     # The reads that get in are counted, the sign-up a write.
     assert metric(scraped, 'monogram_admission_admitted_total{class="reads"}') == admitted
     assert metric(scraped, 'monogram_admission_limit{class="reads"}') == 4

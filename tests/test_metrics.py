@@ -229,6 +229,9 @@ async def test_the_dashboard_has_a_panel_for_each_of_the_six_signals(client: Cli
         "Requests by service process (spread behind the balancer)",
         "V1: media job queue (waiting, taken) and the oldest job's age",
         "V1: complete to ready (p50, p99) and jobs by outcome",
+        "Overload: requests admitted and refused (503) per second, by class",
+        "Overload: each class's concurrency limit, and uploads' predicted wait for an image "
+        "worker (p99)",
     ]
     exported = await exported_families(client)
     for panel in panels:

@@ -1,0 +1,289 @@
+"""overload: past capacity, with admission control and without it (the old behaviour), same run.
+
+1. Feed reads only, F = 200, straight to the service processes (the balancer's CPU would
+   share these two cores; the seed's ALB is a tier of its own). Rising rates find the
+   capacity: the highest offered rate at which 99% are answered 200 with p99 under 50 ms.
+   Then 1.5x and 3x of it, with admission control and with ADMISSION_CONTROL=false.
+2. The upload storm: V0 uploads (2 MB, Expect: 100-continue, as curl sends them) under 100
+   feed reads/s. Rising upload rates find the sustainable rate (stored at 95% of offered with
+   p99 under the seed's 800 ms), then 2x and 3x of it, with admission control (SCHED_IDLE image
+   workers, uploads admitted by predicted wait) and the old behaviour (no admission, image
+   workers at nice 10, a fixed 2 s wait for a worker). At 2x, the bulkhead alone: admission
+   on, image workers at nice 10.
+3. hey, a native client, against one service process as `make run` starts it (per-user limit
+   lifted): the calm rate from 8 connections, then 1.5x of it from 128 connections, each paced
+   with -q. hey does not honour Retry-After: every refused request is simply counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import shutil
+import subprocess
+from collections import deque
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bench.load import Answer, OperationStats, StepResult, open_loop
+from bench.scenarios import Context, Traffic, _f200, _session, deploy
+
+FEED_P99_MS = 50.0
+UPLOAD_P99_MS = 800.0
+CAPACITY_OK_SHARE = 0.99  # answered 200 at the capacity step
+SUSTAINED_SHARE = 0.95  # uploads stored of those offered, at a sustainable rate
+FEED_MULTIPLES = (1.5, 3.0)
+UPLOAD_MULTIPLES = (2.0, 3.0)
+STORM_FEED_RATE = 100.0
+HEY_CALM_CONNECTIONS = 8
+HEY_BUSY_CONNECTIONS = 128
+# Whoever runs the overload steps lifts the per-user limit: two viewers make every read.
+UNLIMITED = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
+OLD_BEHAVIOUR = {
+    "ADMISSION_CONTROL": "false",
+    "IMAGE_WORKER_SCHEDULING": "nice",
+    "THUMBNAIL_QUEUE_WAIT": "2",
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What one step of the overload scenario offered, and the report's figures for it."""
+
+    offered: float
+    seconds: float
+    stats: OperationStats
+
+    def figures(self) -> dict[str, Any]:
+        s = self.stats
+        other = {str(k): v for k, v in s.statuses.items() if k not in (200, 201, 503)}
+        return {
+            "offered_per_s": round(self.offered, 1),
+            "ok_per_s": round(s.ok_latency.count / self.seconds, 1),
+            "ok_p50_ms": _ms(s.ok_latency.percentile(50)) if s.ok_latency.count else None,
+            "ok_p99_ms": _ms(s.ok_latency.percentile(99)) if s.ok_latency.count else None,
+            "refused_per_s": round(s.rejected_latency.count / self.seconds, 1),
+            "refused_p99_ms": _ms(s.rejected_latency.percentile(99))
+            if s.rejected_latency.count
+            else None,
+            "all_p99_ms": _ms(s.latency.percentile(99)) if s.latency.count else None,
+            "statuses": {str(k): v for k, v in sorted(s.statuses.items())},
+            "other_errors": sum(other.values()),
+            "connection_errors": s.statuses.get(0, 0),
+        }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+async def overload(
+    ctx: Context, feed_rates: tuple[float, ...], upload_rates: tuple[float, ...]
+) -> dict[str, Any]:
+    return {
+        "feed": await _feed(ctx, feed_rates),
+        "uploads": await _uploads(ctx, upload_rates),
+        "native": _native(ctx),
+    }
+
+
+# --- 1. feed reads past capacity ------------------------------------------------------------
+
+
+async def _feed(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
+    followed = _f200(ctx)
+    viewers = itertools.cycle([ctx.graph.viewer(followed, kind) for kind in ("active", "quiet")])
+    with ExitStack() as exits:
+        deployed = deploy(ctx, exits, **UNLIMITED)
+        traffic = Traffic(ctx, [s.url for s in deployed.services], deque())
+
+        async def read(session: aiohttp.ClientSession) -> Answer:
+            return await traffic.feed(session, next(viewers))
+
+        ramp: list[dict[str, Any]] = []
+        capacity: dict[str, Any] | None = None
+        async with _session(2048) as session:
+            for rate in rates:
+                step = _figures(await _reads(session, read, rate, ctx.step_seconds), "feed")
+                ramp.append(step)
+                if not _within_capacity(step):
+                    break
+                capacity = step
+            if capacity is None:
+                return {"followed": followed, "ramp": ramp, "capacity": None}
+            admitted = [
+                _figures(
+                    await _reads(session, read, capacity["offered_per_s"] * m, ctx.step_seconds),
+                    "feed",
+                )
+                | {"multiple": m}
+                for m in FEED_MULTIPLES
+            ]
+    with ExitStack() as exits:
+        deployed = deploy(ctx, exits, **UNLIMITED, **OLD_BEHAVIOUR)
+        traffic = Traffic(ctx, [s.url for s in deployed.services], deque())
+        async with _session(2048) as session:
+            old = [
+                _figures(
+                    await _reads(session, read, capacity["offered_per_s"] * m, ctx.step_seconds),
+                    "feed",
+                )
+                | {"multiple": m}
+                for m in FEED_MULTIPLES
+            ]
+    return {
+        "followed": followed,
+        "ramp": ramp,
+        "capacity": capacity,
+        "admission": admitted,
+        "old": old,
+    }
+
+
+async def _reads(
+    session: aiohttp.ClientSession, read: Any, rate: float, seconds: float
+) -> StepResult:
+    return await open_loop(session, [("feed", 1, read)], rate, seconds, max_in_flight=4096)
+
+
+def _figures(step: StepResult, name: str) -> dict[str, Any]:
+    return Shape(step.offered_rate, step.seconds, step.operations[name]).figures() | {
+        "dropped": step.dropped
+    }
+
+
+def _within_capacity(step: dict[str, Any]) -> bool:
+    answered = sum(step["statuses"].values())
+    ok = step["statuses"].get("200", 0)
+    return (
+        answered > 0
+        and ok >= CAPACITY_OK_SHARE * answered
+        and (step["ok_p99_ms"] or 0) < FEED_P99_MS
+        and not step["dropped"]
+    )
+
+
+# --- 2. the upload storm --------------------------------------------------------------------
+
+
+async def _uploads(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
+    with ExitStack() as exits:
+        deployed = deploy(ctx, exits, **UNLIMITED)
+        traffic = Traffic(ctx, [s.url for s in deployed.services], deque(), expect_continue=True)
+        async with _session() as session:
+            rest = await _storm_step(session, traffic, 0.0, ctx.step_seconds)
+            ramp: list[dict[str, Any]] = []
+            sustainable: dict[str, Any] | None = None
+            for rate in rates:
+                step = await _storm_step(session, traffic, rate, ctx.step_seconds)
+                ramp.append(step)
+                if not _sustained(step):
+                    break
+                sustainable = step
+            if sustainable is None:
+                return {"rest": rest, "ramp": ramp, "sustainable": None}
+            base = sustainable["upload"]["offered_per_s"]
+            admitted = [
+                await _storm_step(session, traffic, base * m, ctx.step_seconds) | {"multiple": m}
+                for m in UPLOAD_MULTIPLES
+            ]
+    with ExitStack() as exits:
+        deployed = deploy(ctx, exits, **UNLIMITED, IMAGE_WORKER_SCHEDULING="nice")
+        traffic = Traffic(ctx, [s.url for s in deployed.services], deque(), expect_continue=True)
+        async with _session() as session:
+            nice_rest = await _storm_step(session, traffic, 0.0, ctx.step_seconds)
+            nice = await _storm_step(session, traffic, base * UPLOAD_MULTIPLES[0], ctx.step_seconds)
+    with ExitStack() as exits:
+        deployed = deploy(ctx, exits, **UNLIMITED, **OLD_BEHAVIOUR)
+        traffic = Traffic(ctx, [s.url for s in deployed.services], deque(), expect_continue=True)
+        async with _session() as session:
+            old_rest = await _storm_step(session, traffic, 0.0, ctx.step_seconds)
+            old = [
+                await _storm_step(session, traffic, base * m, ctx.step_seconds) | {"multiple": m}
+                for m in UPLOAD_MULTIPLES
+            ]
+    return {
+        "feed_rate": STORM_FEED_RATE,
+        "rest": rest,
+        "ramp": ramp,
+        "sustainable": sustainable,
+        "admission": admitted,
+        "bulkhead_nice": {"rest": nice_rest, "step": nice | {"multiple": UPLOAD_MULTIPLES[0]}},
+        "old_rest": old_rest,
+        "old": old,
+    }
+
+
+async def _storm_step(
+    session: aiohttp.ClientSession, traffic: Traffic, upload_rate: float, seconds: float
+) -> dict[str, Any]:
+    mix: list[tuple[str, float, Any]] = [("feed", STORM_FEED_RATE, traffic.feed)]
+    if upload_rate:
+        mix.append(("upload", upload_rate, traffic.upload))
+    step = await open_loop(session, mix, STORM_FEED_RATE + upload_rate, seconds)
+    result = {"feed": _figures(step, "feed")}
+    if upload_rate:
+        result["upload"] = _figures(step, "upload") | {"offered_per_s": upload_rate}
+    return result
+
+
+def _sustained(step: dict[str, Any]) -> bool:
+    upload = step["upload"]
+    return (
+        upload["ok_per_s"] >= SUSTAINED_SHARE * upload["offered_per_s"]
+        and (upload["ok_p99_ms"] or 0) < UPLOAD_P99_MS
+    )
+
+
+# --- 3. hey ---------------------------------------------------------------------------------
+
+
+def _native(ctx: Context) -> dict[str, Any]:
+    hey = shutil.which("hey")
+    if hey is None:
+        return {"available": False, "why": "hey is not installed (apt-get install hey)"}
+    seconds = ctx.step_seconds
+    viewer = ctx.graph.viewer(_f200(ctx), "active")
+    header = f"Authorization: {ctx.auth(viewer)['Authorization']}"
+    with ExitStack() as exits:
+        deployed = deploy(dataclasses.replace(ctx, processes=1), exits, **UNLIMITED)
+        url = f"{deployed.services[0].url}/v1/feed"
+        calm = _hey(hey, url, header, seconds, HEY_CALM_CONNECTIONS, None)
+        if not calm["ok_per_s"]:
+            return {"available": True, "calm": calm}
+        per_connection = calm["ok_per_s"] * 1.5 / HEY_BUSY_CONNECTIONS
+        busy = _hey(hey, url, header, seconds, HEY_BUSY_CONNECTIONS, per_connection)
+    return {"available": True, "calm": calm, "busy": busy}
+
+
+def _hey(
+    hey: str, url: str, header: str, seconds: float, connections: int, per_connection: float | None
+) -> dict[str, Any]:
+    command = [hey, "-z", f"{seconds:g}s", "-c", str(connections), "-H", header]
+    if per_connection is not None:
+        command += ["-q", f"{per_connection:.2f}"]
+    run = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    out = run.stdout
+    statuses = {code: int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    errors = re.search(r"Error distribution:(.*)", out, re.DOTALL)
+    error_count = sum(int(n) for n in re.findall(r"\[(\d+)\]", errors.group(1))) if errors else 0
+    p99 = re.search(r"99%+ in ([\d.]+) secs", out)
+    total = re.search(r"Total:\s+([\d.]+) secs", out)
+    took = float(total.group(1)) if total else seconds
+    return {
+        "connections": connections,
+        "per_connection_qps": round(per_connection, 2) if per_connection else None,
+        "offered_per_s": round(per_connection * connections, 1) if per_connection else None,
+        "seconds": took,
+        "statuses": statuses,
+        "ok_per_s": round(statuses.get("200", 0) / took, 1),
+        "refused_per_s": round(statuses.get("503", 0) / took, 1),
+        "p99_ms": round(float(p99.group(1)) * 1000, 1) if p99 else None,
+        "connection_errors": error_count,
+    }
