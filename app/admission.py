@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import random
 import time
@@ -64,6 +65,7 @@ UNRELATED_TO_LOAD: tuple[type[BaseException], ...] = (
 
 PROBE_SECONDS = 0.005
 LAG_WEIGHT = 0.3  # the smoothing of the lag's EWMA: a few probes
+PUBLISH_EVERY = 20  # probes between updates of the lag and pressure gauges: 100 ms
 GAIN = 0.01  # pressure per probe at a lag of twice the threshold: 0 to 1 in half a second
 
 READS, WRITES, UPLOADS = "reads", "writes", "uploads"
@@ -252,12 +254,16 @@ class LoopLag:
             error = (self.lag - self.threshold) / self.threshold
             self.pressure = min(1.0, max(0.0, self.pressure + GAIN * max(-1.0, min(1.0, error))))
 
-    async def probe(self) -> None:
-        """Forever: sleep PROBE_SECONDS, and record how late the wake-up came."""
-        while True:
+    async def probe(self, metrics: Metrics) -> None:
+        """Forever: sleep PROBE_SECONDS, and record how late the wake-up came; the gauges are
+        set every PUBLISH_EVERY probes."""
+        for count in itertools.count():
             due = time.perf_counter() + PROBE_SECONDS
             await asyncio.sleep(PROBE_SECONDS)
             self.record(time.perf_counter() - due)
+            if count % PUBLISH_EVERY == 0:
+                metrics.loop_lag.set(self.lag)
+                metrics.admission_pressure.set(self.pressure)
 
 
 def shed_share(pressure: float, name: str) -> float:
@@ -278,6 +284,7 @@ class Admission:
     ) -> None:
         self.enabled = settings.admission_control
         self.loop_lag = LoopLag(settings.admission_loop_lag)
+        self.metrics = metrics
         self._rng = rng or random.Random()  # noqa: S311 - a coin to shed by, not a secret
         waits = {
             READS: settings.admission_read_wait,

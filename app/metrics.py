@@ -271,6 +271,19 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.loop_lag = Gauge(
+            "monogram_event_loop_lag_seconds",
+            "How far behind its schedule the event loop runs (smoothed), the worst process",
+            multiprocess_mode="max",
+            registry=r,
+        )
+        self.admission_pressure = Gauge(
+            "monogram_admission_pressure",
+            "Pressure to shed (0-1) from the event loop's lag, the worst process: uploads are "
+            "refused from 0, writes from 0.25, reads from 0.5",
+            multiprocess_mode="max",
+            registry=r,
+        )
         self.image_wait_predicted = Histogram(
             "monogram_image_wait_predicted_seconds",
             "The wait for an image worker predicted for each arriving V0 upload",

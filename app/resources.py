@@ -52,7 +52,8 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def admission_ctx(app: web.Application) -> AsyncIterator[None]:
     """The probe of the event loop's lag that admission control sheds load by."""
-    async with _background(app[ADMISSION].loop_lag.probe(), "loop-lag-probe"):
+    admission = app[ADMISSION]
+    async with _background(admission.loop_lag.probe(admission.metrics), "loop-lag-probe"):
         yield
 
 

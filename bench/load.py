@@ -75,6 +75,8 @@ class StepResult:
     seconds: float
     operations: dict[str, OperationStats]
     dropped: int  # arrivals refused because MAX_IN_FLIGHT requests were already waiting
+    # How late after its due time each request left the load generator (its own lag).
+    send_lag: Histogram = field(default_factory=Histogram)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -105,7 +107,11 @@ async def open_loop(
     started = time.perf_counter()
     due = started
 
+    send_lag = Histogram()
+
     async def one(name: str, due_at: float) -> None:
+        # How late the load generator itself sends (its own loop, on cores it shares).
+        send_lag.record(time.perf_counter() - due_at)
         try:
             answer = await calls[name](session)
         except (aiohttp.ClientError, TimeoutError):
@@ -133,7 +139,7 @@ async def open_loop(
         for task in in_flight:
             task.cancel()
     progress.cancel()
-    return StepResult(rate, time.perf_counter() - started, stats, dropped)
+    return StepResult(rate, time.perf_counter() - started, stats, dropped, send_lag)
 
 
 PROGRESS_EVERY = 1.0  # seconds between progress lines
