@@ -121,7 +121,9 @@ async def _feed(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
                 return {"followed": followed, "ramp": ramp, "capacity": None}
             admitted = [
                 _figures(
-                    await _reads(session, read, capacity["offered_per_s"] * m, ctx.step_seconds),
+                    await _reads(
+                        session, read, capacity["offered_per_s"] * m, ctx.step_seconds, urls
+                    ),
                     "feed",
                 )
                 | {"multiple": m}
@@ -134,7 +136,9 @@ async def _feed(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
         async with _session(2048) as session:
             old = [
                 _figures(
-                    await _reads(session, read, capacity["offered_per_s"] * m, ctx.step_seconds),
+                    await _reads(
+                        session, read, capacity["offered_per_s"] * m, ctx.step_seconds, urls
+                    ),
                     "feed",
                 )
                 | {"multiple": m}

@@ -786,15 +786,20 @@ def _overload_lines(over: dict[str, Any]) -> list[str]:
         f"Feed reads only, F = {feed['followed']}, straight to the service processes. The ramp "
         "finds the capacity: the highest offered rate with 99% answered 200 and p99 under 50 ms.",
         "",
-        "| step | offered/s | 200/s | 200 p50 / p99 ms | 503/s | 503 p99 ms | p99 of all ms | statuses |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| step | offered/s | 200/s | 200 p50 / p99 ms | 503/s | 503 p99 ms | p99 of all ms | statuses "
+        "| load generator's own lag p50 / p99 ms | service loop lag median / max ms | shedding "
+        "pressure max | reads limit min-max |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def row(label: str, s: dict[str, Any]) -> str:
         return (
             f"| {label} | {s['offered_per_s']:g} | {s['ok_per_s']} | {s['ok_p50_ms']} / "
             f"{s['ok_p99_ms']} | {s['refused_per_s']} | {s['refused_p99_ms'] or '-'} | "
-            f"{s['all_p99_ms']} | {s['statuses']} |"
+            f"{s['all_p99_ms']} | {s['statuses']} | {s['load_generator_lag_p50_ms']} / "
+            f"{s['load_generator_lag_p99_ms']} | {s.get('service_loop_lag_median_ms', '-')} / "
+            f"{s.get('service_loop_lag_max_ms', '-')} | {s.get('service_pressure_max', '-')} | "
+            f"{s.get('service_reads_limit_min', '-')}-{s.get('service_reads_limit_max', '-')} |"
         )
 
     lines += [row("ramp", s) for s in feed["ramp"]]
