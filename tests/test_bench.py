@@ -145,6 +145,26 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         assert push["redis"]["entries_per_timeline_mean"] > 0
         assert result["modes"]["hybrid"]["celebrity"]["timelines_written"] == 0  # a whale
         assert result["modes"]["pull"]["redis"] is None
+    elif scenario == "overload":
+        feed = result["feed"]
+        assert feed["ramp"][0]["ok_per_s"] > 0
+        assert feed["ramp"][0]["service_loop_lag_median_ms"] >= 0  # sampled from /metrics
+        assert feed["capacity"] is not None
+        # 1.5x and 3x the capacity, with admission control and with the old behaviour.
+        for run in ("admission", "old"):
+            assert [s["multiple"] for s in feed[run]] == [1.5, 3.0]
+            assert all(s["ok_per_s"] > 0 and s["connection_errors"] == 0 for s in feed[run])
+        uploads = result["uploads"]
+        assert uploads["rest"]["feed"]["ok_p99_ms"] > 0
+        assert uploads["sustainable"] is not None
+        for run in ("admission", "old"):
+            assert [s["multiple"] for s in uploads[run]] == [2.0, 3.0]
+            assert all(s["upload"]["statuses"] for s in uploads[run])
+        assert uploads["bulkhead_nice"]["step"]["upload"]["statuses"]
+        native = result["native"]
+        if native["available"]:  # hey is a Debian package; CI installs it
+            assert native["calm"]["ok_per_s"] > 0
+            assert set(native["busy"]["statuses"]) <= {"200", "503"}
     elif scenario == "upload-storm":
         assert result["feed_p99_at_rest_ms"] > 0
         assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])
