@@ -162,6 +162,7 @@ class AdmissionClass:
             reason: metrics.admission_rejected.labels(name, reason) for reason in REASONS
         }
         self._limit_gauge = metrics.admission_limit.labels(name)
+        self._in_flight_gauge = metrics.admission_in_flight.labels(name)
         self._limit_gauge.set(self.limit.limit)
 
     @asynccontextmanager
@@ -172,6 +173,7 @@ class AdmissionClass:
         else:
             await self._wait_for_place()
         self._admitted.inc()
+        self._in_flight_gauge.inc()
         started = self._clock()
         in_flight = self.in_flight
         load_told = True
@@ -182,6 +184,7 @@ class AdmissionClass:
             raise
         finally:
             self.in_flight -= 1
+            self._in_flight_gauge.dec()
             if load_told:
                 latency = self._clock() - started
                 self._typical += 0.1 * (latency - self._typical)

@@ -271,6 +271,13 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.admission_in_flight = Gauge(
+            "monogram_admission_in_flight",
+            "Requests of a route class admitted and not yet answered, summed over the processes",
+            ["class"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.loop_lag = Gauge(
             "monogram_event_loop_lag_seconds",
             "How far behind its schedule the event loop runs (smoothed), the worst process",

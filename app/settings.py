@@ -198,7 +198,7 @@ class Settings:
     admission_read_target: float = _env(
         "ADMISSION_READ_TARGET",
         "seconds: the p90 in service that reads (GET) are held to; over it, fewer are admitted",
-        default=0.025,
+        default=0.04,
     )
     admission_write_target: float = _env(
         "ADMISSION_WRITE_TARGET",
@@ -212,8 +212,9 @@ class Settings:
     )
     admission_read_wait: float = _env(
         "ADMISSION_READ_WAIT",
-        "seconds a read may wait for a place within its class's limit before it gets 503",
-        default=0.01,
+        "seconds a read may wait for a place within its class's limit before it gets 503 (long "
+        "enough for a burst of arrivals to be served rather than refused)",
+        default=0.03,
     )
     admission_write_wait: float = _env(
         "ADMISSION_WRITE_WAIT",
