@@ -105,10 +105,10 @@ def _init_worker(scheduling: str) -> None:
 def yield_cpu(scheduling: str) -> None:
     """Image work gives the cores to everything else first (IMAGE_WORKER_SCHEDULING).
 
-    idle: SCHED_IDLE, which runs only on a core nothing else wants, and is preempted the
-    moment a reader's request wakes; no privilege is needed to lower one's own policy. nice:
-    nice 10, a tenth of a core's share against the event loop, so thumbnails still progress on
-    a machine that is always busy (and the only choice off Linux).
+    nice: nice 10, a tenth of a busy core's share against the event loop. idle: SCHED_IDLE,
+    which runs only on a core nothing else wants (no privilege is needed to lower one's own
+    policy; Linux only). The bench measured nice 10 kinder to the feed: a starved worker keeps
+    every upload, its body and its place, in the service longer (docs/design.md).
     """
     if scheduling == "idle" and hasattr(os, "SCHED_IDLE"):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -654,7 +654,7 @@ class ImagePool:
     @contextlib.contextmanager
     def _timing(self) -> Iterator[None]:
         """A job's time in a worker, its answer included, feeds the estimate of the next ones'
-        (under SCHED_IDLE it stretches when other work takes the cores)."""
+        (it stretches when other work takes the cores)."""
         started = time.perf_counter()
         yield
         seconds = time.perf_counter() - started

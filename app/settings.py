@@ -394,9 +394,10 @@ class Settings:
     )
     image_worker_scheduling: str = _env(
         "IMAGE_WORKER_SCHEDULING",
-        "idle: image workers run under SCHED_IDLE, only on cores nothing else wants; nice: "
-        "nice 10, so they progress on a machine that is always busy",
-        default="idle",
+        "nice: image workers run at nice 10, a tenth of a busy core's share; idle: under "
+        "SCHED_IDLE, only on cores nothing else wants (measured worse for the feed here: "
+        "docs/design.md)",
+        default="nice",
     )
 
     upload_url_ttl: int = _env(

@@ -7,10 +7,10 @@
    Then 1.5x and 3x of it, with admission control and with ADMISSION_CONTROL=false.
 2. The upload storm: V0 uploads (2 MB, Expect: 100-continue, as curl sends them) under 100
    feed reads/s. Rising upload rates find the sustainable rate (stored at 95% of offered with
-   p99 under the seed's 800 ms), then 2x and 3x of it, with admission control (SCHED_IDLE image
-   workers, uploads admitted by predicted wait) and the old behaviour (no admission, image
-   workers at nice 10, a fixed 2 s wait for a worker). At 2x, the bulkhead alone: admission
-   on, image workers at nice 10.
+   p99 under the seed's 800 ms), then 2x and 3x of it, with admission control (uploads
+   admitted by predicted wait, image workers at nice 10) and the old behaviour (no admission,
+   a fixed 2 s wait for a worker). At 2x, the other CPU bulkhead: image workers under
+   SCHED_IDLE (IMAGE_WORKER_SCHEDULING=idle).
 3. hey, a native client, against one service process as `make run` starts it (per-user limit
    lifted): the calm rate from 8 connections, then 1.5x of it from 128 connections, each paced
    with -q. hey does not honour Retry-After: every refused request is simply counted.
@@ -273,11 +273,11 @@ async def _uploads(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
                 for m in UPLOAD_MULTIPLES
             ]
     with ExitStack() as exits:
-        deployed = deploy(ctx, exits, **UNLIMITED, IMAGE_WORKER_SCHEDULING="nice")
+        deployed = deploy(ctx, exits, **UNLIMITED, IMAGE_WORKER_SCHEDULING="idle")
         traffic = Traffic(ctx, [s.url for s in deployed.services], deque(), expect_continue=True)
         async with _session() as session:
-            nice_rest = await _at_rest(session, traffic, ctx.step_seconds)
-            nice = await _storm_step(session, traffic, base * UPLOAD_MULTIPLES[0], ctx.step_seconds)
+            idle_rest = await _at_rest(session, traffic, ctx.step_seconds)
+            idle = await _storm_step(session, traffic, base * UPLOAD_MULTIPLES[0], ctx.step_seconds)
     with ExitStack() as exits:
         deployed = deploy(ctx, exits, **UNLIMITED, **OLD_BEHAVIOUR)
         traffic = Traffic(ctx, [s.url for s in deployed.services], deque(), expect_continue=True)
@@ -293,7 +293,7 @@ async def _uploads(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
         "ramp": ramp,
         "sustainable": sustainable,
         "admission": admitted,
-        "bulkhead_nice": {"rest": nice_rest, "step": nice | {"multiple": UPLOAD_MULTIPLES[0]}},
+        "bulkhead_idle": {"rest": idle_rest, "step": idle | {"multiple": UPLOAD_MULTIPLES[0]}},
         "old_rest": old_rest,
         "old": old,
     }

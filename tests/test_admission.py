@@ -412,10 +412,18 @@ def test_the_scheduling_setting_is_checked() -> None:
         Settings.from_env({"IMAGE_WORKER_SCHEDULING": "realtime"})
 
 
-async def test_image_workers_run_under_sched_idle(
-    aiohttp_client: AiohttpClient, settings: Settings
+@pytest.mark.parametrize(
+    ("scheduling", "policy", "niceness"), [("nice", "SCHED_OTHER", 10), ("idle", "SCHED_IDLE", 0)]
+)
+async def test_image_workers_yield_the_cores_as_configured(
+    aiohttp_client: AiohttpClient, settings: Settings, scheduling: str, policy: str, niceness: int
 ) -> None:
-    app = create_app(settings.with_overrides(thumbnail_workers=1, thumbnail_warm_start=True))
+    app = create_app(
+        settings.with_overrides(
+            thumbnail_workers=1, thumbnail_warm_start=True, image_worker_scheduling=scheduling
+        )
+    )
     await aiohttp_client(app)
     (pid,) = app[IMAGES].worker_pids()
-    assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    assert os.sched_getscheduler(pid) == getattr(os, policy)
+    assert os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(os.PRIO_PROCESS, 0) == niceness

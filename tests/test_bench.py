@@ -160,7 +160,7 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         for run in ("admission", "old"):
             assert [s["multiple"] for s in uploads[run]] == [2.0, 3.0]
             assert all(s["upload"]["statuses"] for s in uploads[run])
-        assert uploads["bulkhead_nice"]["step"]["upload"]["statuses"]
+        assert uploads["bulkhead_idle"]["step"]["upload"]["statuses"]
         native = result["native"]
         if native["available"]:  # hey is a Debian package; CI installs it
             assert native["calm"]["ok_per_s"] > 0
