@@ -48,6 +48,7 @@ HEY_CALM_CONNECTIONS = 8
 HEY_BUSY_CONNECTIONS = 128
 # Whoever runs the overload steps lifts the per-user limit: two viewers make every read.
 UNLIMITED = {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
+ADMITTED = {"ADMISSION_CONTROL": "true"}
 OLD_BEHAVIOUR = {
     "ADMISSION_CONTROL": "false",
     "IMAGE_WORKER_SCHEDULING": "nice",
@@ -103,7 +104,7 @@ async def _feed(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
     followed = _f200(ctx)
     viewers = itertools.cycle([ctx.graph.viewer(followed, kind) for kind in ("active", "quiet")])
     with ExitStack() as exits:
-        deployed = deploy(ctx, exits, **UNLIMITED)
+        deployed = deploy(ctx, exits, **UNLIMITED, **ADMITTED)
         urls = [s.url for s in deployed.services]
         traffic = Traffic(ctx, urls, deque())
 
@@ -127,31 +128,13 @@ async def _feed(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
                         break
             if capacity is None:
                 return {"followed": followed, "ramp": ramp, "capacity": None}
-            admitted = [
-                _figures(
-                    await _reads(
-                        session, read, capacity["offered_per_s"] * m, ctx.step_seconds, urls
-                    ),
-                    "feed",
-                )
-                | {"multiple": m}
-                for m in FEED_MULTIPLES
-            ]
+            admitted = await _past_capacity(session, read, capacity, ctx.step_seconds, urls)
     with ExitStack() as exits:
         deployed = deploy(ctx, exits, **UNLIMITED, **OLD_BEHAVIOUR)
         urls = [s.url for s in deployed.services]
         traffic = Traffic(ctx, urls, deque())
         async with _session(2048) as session:
-            old = [
-                _figures(
-                    await _reads(
-                        session, read, capacity["offered_per_s"] * m, ctx.step_seconds, urls
-                    ),
-                    "feed",
-                )
-                | {"multiple": m}
-                for m in FEED_MULTIPLES
-            ]
+            old = await _past_capacity(session, read, capacity, ctx.step_seconds, urls)
     return {
         "followed": followed,
         "ramp": ramp,
@@ -159,6 +142,23 @@ async def _feed(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
         "admission": admitted,
         "old": old,
     }
+
+
+async def _past_capacity(
+    session: aiohttp.ClientSession,
+    read: Any,
+    capacity: dict[str, Any],
+    seconds: float,
+    services: list[str],
+) -> list[dict[str, Any]]:
+    """The feed steps at each multiple of the capacity step's offered rate."""
+    return [
+        _figures(
+            await _reads(session, read, capacity["offered_per_s"] * m, seconds, services), "feed"
+        )
+        | {"multiple": m}
+        for m in FEED_MULTIPLES
+    ]
 
 
 async def _reads(
@@ -249,7 +249,7 @@ def _within_capacity(step: dict[str, Any]) -> bool:
 
 async def _uploads(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
     with ExitStack() as exits:
-        deployed = deploy(ctx, exits, **UNLIMITED)
+        deployed = deploy(ctx, exits, **UNLIMITED, **ADMITTED)
         traffic = Traffic(ctx, [s.url for s in deployed.services], deque(), expect_continue=True)
         async with _session() as session:
             rest = await _at_rest(session, traffic, ctx.step_seconds)
@@ -273,7 +273,7 @@ async def _uploads(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
                 for m in UPLOAD_MULTIPLES
             ]
     with ExitStack() as exits:
-        deployed = deploy(ctx, exits, **UNLIMITED, IMAGE_WORKER_SCHEDULING="idle")
+        deployed = deploy(ctx, exits, **UNLIMITED, **ADMITTED, IMAGE_WORKER_SCHEDULING="idle")
         traffic = Traffic(ctx, [s.url for s in deployed.services], deque(), expect_continue=True)
         async with _session() as session:
             idle_rest = await _at_rest(session, traffic, ctx.step_seconds)
@@ -343,7 +343,7 @@ def _native(ctx: Context) -> dict[str, Any]:
     viewer = ctx.graph.viewer(_f200(ctx), "active")
     header = f"Authorization: {ctx.auth(viewer)['Authorization']}"
     with ExitStack() as exits:
-        deployed = deploy(dataclasses.replace(ctx, processes=1), exits, **UNLIMITED)
+        deployed = deploy(dataclasses.replace(ctx, processes=1), exits, **UNLIMITED, **ADMITTED)
         url = f"{deployed.services[0].url}/v1/feed"
         before = deployed.meter.read()
         calm = _hey(hey, url, header, seconds, HEY_CALM_CONNECTIONS, None)

@@ -175,3 +175,12 @@ async def client(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def burst_client(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> TestClient[web.Request, web.Application]:
+    """For tests of what 100 requests at once do to the data: admission control would refuse
+    part of such a burst (tests/test_admission.py tests that), which is not their subject."""
+    return await aiohttp_client(create_app(settings.with_overrides(admission_control=False)))

@@ -261,8 +261,9 @@ async def test_following_yourself_is_422(client: Client) -> None:
 
 
 async def test_concurrent_follows_and_unfollows_leave_consistent_counts(
-    client: Client, clean_database: str
+    burst_client: Client, clean_database: str
 ) -> None:
+    client = burst_client
     star = await sign_up(client, "star")
     fans = [await sign_up(client, f"fan{i}") for i in range(10)]
     rng = random.Random(7)

@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "bench report:" in run.stdout
@@ -41,7 +41,7 @@ def result_of(out: Path, scenario: str) -> dict[str, Any]:
     return data["result"]  # type: ignore[no-any-return]
 
 
-@pytest.mark.timeout(330)
+@pytest.mark.timeout(450)
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None:
     result = result_of(tiny_run, scenario)

@@ -160,7 +160,10 @@ async def like_rows(dsn: str, post_id: int) -> tuple[int, int]:
     return rows, count
 
 
-async def test_100_users_liking_at_once_count_100(client: Client, clean_database: str) -> None:
+async def test_100_users_liking_at_once_count_100(
+    burst_client: Client, clean_database: str
+) -> None:
+    client = burst_client
     author = await sign_up(client, "author")
     post = await publish(client, author)
     fans = await make_users(client.app[TOKENS], clean_database, 100, prefix="fan")
@@ -172,8 +175,9 @@ async def test_100_users_liking_at_once_count_100(client: Client, clean_database
 
 
 async def test_one_user_toggling_100_times_at_once_keeps_count_equal_to_rows(
-    client: Client, clean_database: str
+    burst_client: Client, clean_database: str
 ) -> None:
+    client = burst_client
     author = await sign_up(client, "author")
     post = await publish(client, author)
     (fan,) = await make_users(client.app[TOKENS], clean_database, 1, prefix="fan")
