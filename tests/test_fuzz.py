@@ -48,9 +48,12 @@ async def test_damaged_images_get_201_or_4xx_and_never_kill_a_worker(
     cases = request.config.getoption("--fuzz-cases")
     seed = request.config.getoption("--fuzz-seed")
     rng = random.Random(seed)
-    client = await aiohttp_client(
-        create_app(settings.with_overrides(thumbnail_workers=2, thumbnail_warm_start=True))
+    # Every damaged image must reach a worker: an upload refused for its predicted wait (the
+    # heavy PNGs take 0.4 s on a loaded machine) is tests/test_admission.py's subject.
+    fuzzing = settings.with_overrides(
+        thumbnail_workers=2, thumbnail_warm_start=True, image_wait_budget=60.0
     )
+    client = await aiohttp_client(create_app(fuzzing))
     user = await sign_up(client, "fuzzer")
     workers = set(client.app[IMAGES].worker_pids())
     originals = {path: path.read_bytes() for path in SOURCES}
