@@ -5,7 +5,9 @@ route class (reads, writes, uploads) has a concurrency limit that follows the la
 observes, AIMD against a target:
 - each window (WINDOW_SECONDS and at least MIN_SAMPLES answers), the window's 90th percentile
   is compared with the class's target;
-- over the target, the limit falls by the ratio target / p90 (at most halved, at least 10%);
+- over the target, the limit falls by the ratio target / p90 (at most halved, at least 10%),
+  unless fewer than half its places were in use: then concurrency is not what made the
+  answers slow (a process just started, a dependency slow for everyone);
 - under it, and only if the limit was reached in the window, it rises by one.
 A request that finds the limit reached waits in a short FIFO, at most the class's
 `max_wait`; one that would not get a place in time by the queue's own arithmetic is refused at
@@ -107,23 +109,26 @@ class AdaptiveLimit:
         self._window_started = clock()
         self._samples: list[float] = []
         self._reached = False  # whether the limit held anyone back in this window
+        self._most_in_flight = 0
 
     def observe(self, latency: float, in_flight: int) -> None:
         """One answered request: its latency, and how many were in flight when it started."""
         if len(self._samples) < MAX_SAMPLES:
             self._samples.append(latency)
         self._reached |= in_flight >= self.limit
+        self._most_in_flight = max(self._most_in_flight, in_flight)
         now = self._clock()
         if now - self._window_started >= WINDOW_SECONDS and len(self._samples) >= MIN_SAMPLES:
             self._adjust()
             self._window_started = now
             self._samples.clear()
             self._reached = False
+            self._most_in_flight = 0
 
     def _adjust(self) -> None:
         samples = sorted(self._samples)
         p90 = samples[min(len(samples) - 1, math.ceil(0.9 * len(samples)) - 1)]
-        if p90 > self.target:
+        if p90 > self.target and self._most_in_flight * 2 >= self.limit:
             factor = max(MOST_DECREASE, min(LEAST_DECREASE, self.target / p90))
             self.limit = max(self.minimum, math.floor(self.limit * factor))
         elif self._reached:

@@ -803,9 +803,10 @@ def _overload_lines(over: dict[str, Any]) -> list[str]:
         )
 
     lines += [row("ramp", s) for s in feed["ramp"]]
-    if feed["capacity"] is not None:
-        lines += [row(f"{s['multiple']:g}x, admission", s) for s in feed["admission"]]
-        lines += [row(f"{s['multiple']:g}x, old behaviour", s) for s in feed["old"]]
+    if feed["capacity"] is None:
+        lines.append("| no step met the bound: the multiples are of the lowest rate |" + " |" * 11)
+    lines += [row(f"{s['multiple']:g}x, admission", s) for s in feed["admission"]]
+    lines += [row(f"{s['multiple']:g}x, old behaviour", s) for s in feed["old"]]
     lines += [
         "",
         f"Upload storm: 2 MB V0 uploads (Expect: 100-continue) under {uploads['feed_rate']:g} feed "
@@ -829,26 +830,23 @@ def _overload_lines(over: dict[str, Any]) -> list[str]:
     rest = uploads["rest"]
     lines.append(f"| at rest | 0 | - | - | - | - | - | {rest['feed']['ok_p99_ms']} | - |")
     lines += [storm_row("ramp", s, rest) for s in uploads["ramp"]]
-    if uploads["sustainable"] is not None:
-        lines += [
-            storm_row(f"{s['multiple']:g}x, admission", s, rest) for s in uploads["admission"]
-        ]
-        nice = uploads["bulkhead_idle"]
-        lines.append(
-            f"| at rest (SCHED_IDLE run) | 0 | - | - | - | - | - | {nice['rest']['feed']['ok_p99_ms']} | - |"
+    if uploads["sustainable"] is None:
+        lines.append("| no step was sustainable: the multiples are of the lowest rate |" + " |" * 8)
+    lines += [storm_row(f"{s['multiple']:g}x, admission", s, rest) for s in uploads["admission"]]
+    nice = uploads["bulkhead_idle"]
+    lines.append(
+        f"| at rest (SCHED_IDLE run) | 0 | - | - | - | - | - | {nice['rest']['feed']['ok_p99_ms']} | - |"
+    )
+    lines.append(
+        storm_row(
+            f"{nice['step']['multiple']:g}x, admission, SCHED_IDLE", nice["step"], nice["rest"]
         )
-        lines.append(
-            storm_row(
-                f"{nice['step']['multiple']:g}x, admission, SCHED_IDLE", nice["step"], nice["rest"]
-            )
-        )
-        old_rest = uploads["old_rest"]
-        lines.append(
-            f"| at rest (old run) | 0 | - | - | - | - | - | {old_rest['feed']['ok_p99_ms']} | - |"
-        )
-        lines += [
-            storm_row(f"{s['multiple']:g}x, old behaviour", s, old_rest) for s in uploads["old"]
-        ]
+    )
+    old_rest = uploads["old_rest"]
+    lines.append(
+        f"| at rest (old run) | 0 | - | - | - | - | - | {old_rest['feed']['ok_p99_ms']} | - |"
+    )
+    lines += [storm_row(f"{s['multiple']:g}x, old behaviour", s, old_rest) for s in uploads["old"]]
     lines.append("")
     if native.get("busy"):
         calm, busy = native["calm"], native["busy"]

@@ -71,6 +71,17 @@ def test_the_limit_falls_when_latency_passes_the_target_and_climbs_back_when_it_
         assert limit.limit == expected
 
 
+def test_slow_answers_at_low_concurrency_do_not_cut_the_limit() -> None:
+    """A process just started, or a dependency slow for everyone: fewer places would not help."""
+    clock = FakeClock()
+    limit = AdaptiveLimit(target=0.02, initial=32, minimum=4, maximum=100, clock=clock)
+    for _ in range(5):
+        window(limit, clock, 0.5, in_flight=10)  # under half the places in use
+    assert limit.limit == 32
+    window(limit, clock, 0.5, in_flight=16)
+    assert limit.limit == 16
+
+
 def test_the_limit_rises_only_when_it_held_requests_back() -> None:
     clock = FakeClock()
     limit = AdaptiveLimit(target=0.02, initial=10, minimum=1, maximum=11, clock=clock)

@@ -149,14 +149,16 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         feed = result["feed"]
         assert feed["ramp"][0]["ok_per_s"] > 0
         assert feed["ramp"][0]["service_loop_lag_median_ms"] >= 0  # sampled from /metrics
-        assert feed["capacity"] is not None
+        # A tiny run on a loaded machine may have no step within the bound: the multiples are
+        # then of the lowest rate, and run all the same.
+        assert feed["capacity"] is None or feed["capacity"] in feed["ramp"]
         # 1.5x and 3x the capacity, with admission control and with the old behaviour.
         for run in ("admission", "old"):
             assert [s["multiple"] for s in feed[run]] == [1.5, 3.0]
             assert all(s["ok_per_s"] > 0 and s["connection_errors"] == 0 for s in feed[run])
         uploads = result["uploads"]
         assert uploads["rest"]["feed"]["ok_p99_ms"] > 0
-        assert uploads["sustainable"] is not None
+        assert uploads["sustainable"] is None or uploads["sustainable"] in uploads["ramp"]
         for run in ("admission", "old"):
             assert [s["multiple"] for s in uploads[run]] == [2.0, 3.0]
             assert all(s["upload"]["statuses"] for s in uploads[run])
