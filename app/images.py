@@ -107,7 +107,7 @@ def yield_cpu(scheduling: str) -> None:
 
     nice: nice 10, a tenth of a busy core's share against the event loop. idle: SCHED_IDLE,
     which runs only on a core nothing else wants (no privilege is needed to lower one's own
-    policy; Linux only). The bench measured nice 10 kinder to the feed: a starved worker keeps
+    policy; Linux only). The bench measured nice 10 steadier for the feed: a starved worker keeps
     every upload, its body and its place, in the service longer (docs/design.md).
     """
     if scheduling == "idle" and hasattr(os, "SCHED_IDLE"):

@@ -395,7 +395,7 @@ class Settings:
     image_worker_scheduling: str = _env(
         "IMAGE_WORKER_SCHEDULING",
         "nice: image workers run at nice 10, a tenth of a busy core's share; idle: under "
-        "SCHED_IDLE, only on cores nothing else wants (measured worse for the feed here: "
+        "SCHED_IDLE, only on cores nothing else wants (the feed's p99 varied more under it: "
         "docs/design.md)",
         default="nice",
     )
