@@ -292,7 +292,6 @@ class Admission:
     ) -> None:
         self.enabled = settings.admission_control
         self.loop_lag = LoopLag(settings.admission_loop_lag)
-        self.metrics = metrics
         self._rng = rng or random.Random()  # noqa: S311 - a coin to shed by, not a secret
         waits = {
             READS: settings.admission_read_wait,

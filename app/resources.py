@@ -52,8 +52,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def admission_ctx(app: web.Application) -> AsyncIterator[None]:
     """The probe of the event loop's lag that admission control sheds load by."""
-    admission = app[ADMISSION]
-    async with _background(admission.loop_lag.probe(admission.metrics), "loop-lag-probe"):
+    async with _background(app[ADMISSION].loop_lag.probe(app[METRICS]), "loop-lag-probe"):
         yield
 
 
