@@ -89,7 +89,9 @@ def _init_worker(scheduling: str) -> None:
     import pyvips
 
     # Ctrl-C reaches the whole process group; the service stops its workers itself, in order.
+    # The worker was started with SIGINT blocked (_Worker): once ignored, it may be unblocked.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     yield_cpu(scheduling)
 
     # Only the two loaders this service accepts can ever run, and nothing flagged unsafe.
@@ -431,7 +433,14 @@ class _Worker:
             name=f"image-worker-{index}",
             daemon=True,
         )
-        self.process.start()
+        # Started with Ctrl-C blocked, and it stays blocked in the child until _init_worker
+        # ignores it: one that lands while the child still imports would kill it half-born.
+        # In this process it is only held back, and delivered once the child has started.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         theirs.close()
         self.answer: asyncio.Future[Any] | None = None  # the job under way, if any
         self.dead = False
