@@ -197,8 +197,10 @@ async def test_with_s3_down_the_rows_go_at_once_and_the_objects_at_the_next_retr
     async with fault_proxy(s3_server.port) as proxy:
         through_proxy = settings.with_overrides(
             s3_endpoint_url=f"http://{proxy.host_port}",
-            s3_timeout=0.4,
-            s3_deadline=1.2,
+            # Long enough for the upload that sets the test up on a loaded machine; the refused
+            # connections below fail at once whatever the timeout.
+            s3_timeout=1.0,
+            s3_deadline=3.0,
             deletion_retry_interval=0.5,
         )
         client = await aiohttp_client(create_app(through_proxy))

@@ -98,6 +98,10 @@ def stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
         "LOCAL_DIR": str(tmp_path / "local"),
         "LOG_LEVEL": "WARNING",
         "THUMBNAIL_WORKERS": "1",
+        # One worker per process: on a loaded machine a single image waiting behind another
+        # is predicted past the 0.4 s default and shed. These tests are about restarts and
+        # connection limits; shedding uploads is test_admission's.
+        "IMAGE_WAIT_BUDGET": "3.0",
         "LOCAL_EDGE_PORT": str(free_port()),
         "LOCAL_REDIS_PORT": str(free_port()),
     }
