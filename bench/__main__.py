@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import feed_modes, images, overload, report, scenarios, stack
+from bench import compare, feed_modes, images, overload, report, scenarios, stack
 from bench.data import SIZES, load
 from bench.photos import phone_jpegs
 
@@ -29,6 +29,7 @@ SCENARIOS = (
     "feed-modes",
     "overload",
     "celebrity",
+    "compare",  # last: it takes the far user's image latency from images, when that ran
 )
 
 
@@ -51,12 +52,28 @@ class Budget:
     # overload: feed reads/s and uploads/s ramped to find capacity, before 1.5x/3x and 2x/3x
     overload_feed_rates: tuple[float, ...]
     overload_upload_rates: tuple[float, ...]
+    compare_upload_rates: tuple[float, ...]  # uploads/s under 100 feed reads/s, per architecture
     feed_rates: tuple[float, ...] = (250, 500, 750, 1000, 1250)
 
 
 BUDGETS = {
     "tiny": Budget(
-        1.0, 2, 20, 1.0, 10, 2, 10, (2, 4), (2, 4), 2, 1, (200,), (50, 100), (2,), feed_rates=(250,)
+        1.0,
+        2,
+        20,
+        1.0,
+        10,
+        2,
+        10,
+        (2, 4),
+        (2, 4),
+        2,
+        1,
+        (200,),
+        (50, 100),
+        (2,),
+        (2,),
+        feed_rates=(250,),
     ),
     "quick": Budget(
         4.0,
@@ -73,6 +90,7 @@ BUDGETS = {
         (200, 400, 800),
         (250, 500, 750, 1000),
         (5, 10, 20),
+        (5, 10, 20, 30),
     ),
     "default": Budget(
         8.0,
@@ -89,6 +107,7 @@ BUDGETS = {
         (200, 400, 800, 1200),
         (250, 500, 750, 1000, 1250, 1500),
         (5, 10, 15, 20, 25),
+        (5, 10, 20, 30, 40),
     ),
 }
 
@@ -143,14 +162,16 @@ async def run(chosen: list[str], size_name: str, processes: int, out: Path) -> P
         for name in chosen:
             started = time.perf_counter()
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
-            result = await _scenario(name, ctx, budget)
+            result = await _scenario(name, ctx, budget, results)
             result["seconds"] = round(time.perf_counter() - started, 1)
             results[name] = result
             report.write_json(out, name, stamp, {"facts": facts, "result": result})
     return report.write_markdown(out, stamp, results, facts)
 
 
-async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[str, Any]:
+async def _scenario(
+    name: str, ctx: scenarios.Context, budget: Budget, earlier: dict[str, Any]
+) -> dict[str, Any]:
     if name == "thumbnail":
         return await asyncio.to_thread(scenarios.thumbnail, ctx, budget.thumbnail_runs)
     if name == "feed-vs-follows":
@@ -166,6 +187,14 @@ async def _scenario(name: str, ctx: scenarios.Context, budget: Budget) -> dict[s
     if name == "overload":
         return await overload.overload(
             ctx, budget.overload_feed_rates, budget.overload_upload_rates
+        )
+    if name == "compare":
+        return await compare.compare(
+            ctx,
+            budget.compare_upload_rates,
+            budget.image_pages,
+            budget.image_rounds,
+            earlier.get("images"),
         )
     if name == "images":
         return await images.images(ctx, budget.image_pages, budget.image_rounds)

@@ -46,8 +46,7 @@ async def feed_modes(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
     viewers = [(biggest, "quiet"), (biggest, "active"), (middle, "active"), (middle, "quiet")]
     if ctx.size.name == "tiny":  # a first look, and the suite's check that the code runs
         viewers = [(biggest, "quiet"), (middle, "active")]
-    # The celebrity is a whale in hybrid mode, and nobody else is.
-    whale = max(2, len(ctx.graph.celebrity_followers) // 2)
+    whale = whale_followers(ctx)
     media = await spare_media(ctx.settings, [ctx.graph.celebrity], 3 * (LAG_POSTS + 1))
     results: dict[str, Any] = {
         "whale_followers": whale,
@@ -58,6 +57,20 @@ async def feed_modes(ctx: Context, rates: tuple[float, ...]) -> dict[str, Any]:
     for mode in MODES:
         results["modes"][mode] = await _one_mode(ctx, mode, whale, viewers, rates, media)
     return results | _verdicts(results, viewers)
+
+
+def whale_followers(ctx: Context) -> int:
+    """WHALE_FOLLOWERS for hybrid mode: the celebrity is a whale, and nobody else is."""
+    return max(2, len(ctx.graph.celebrity_followers) // 2)
+
+
+async def warm_up(
+    ctx: Context, traffic: Traffic, session: aiohttp.ClientSession, viewer: int
+) -> None:
+    """A viewer's first reads: in push and hybrid they build the timeline, as a first visit
+    does, so the steps after them measure reads of a built one."""
+    for _ in range(WARM_READS if ctx.step_seconds >= 4 else 2):
+        await traffic.feed(session, viewer)
 
 
 async def _one_mode(
@@ -89,18 +102,21 @@ async def _one_mode(
         async with _session() as session:
             for followed, kind in viewers:
                 viewer = ctx.graph.viewer(followed, kind)
-                for _ in range(WARM_READS if ctx.step_seconds >= 4 else 2):  # the first builds
-                    await traffic.feed(session, viewer)
-                result["reads"][f"F{followed}-{kind}"] = await _steps(ctx, traffic, viewer, rates)
+                await warm_up(ctx, traffic, session, viewer)
+                result["reads"][f"F{followed}-{kind}"] = await viewer_steps(
+                    ctx, traffic, viewer, rates
+                )
             result["celebrity"] = await _celebrity(ctx, mode, deployed.url, traffic, redis, media)
         result["redis"] = await _memory(ctx, redis) if mode != "pull" else None
     await redis.aclose()
     return result
 
 
-async def _steps(
+async def viewer_steps(
     ctx: Context, traffic: Traffic, viewer: int, rates: tuple[float, ...]
 ) -> dict[str, Any]:
+    """One viewer's reads at each rate in turn, until p99 passes P99_BOUND_MS or one fails."""
+
     async def read(session: aiohttp.ClientSession) -> Answer:
         return await traffic.feed(session, viewer)
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import orjson
 
-from bench import stack
+from bench import compare, stack
 from bench.claims import SEED_BANDWIDTH_BYTES, SEED_CORES, claims_lines
 
 # The seed's deployment, for the capacity estimate (bench/claims.py has its cores and network).
@@ -363,6 +363,8 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
             )
         lines += ["", f"![the burst over time](celebrity-{stamp}.png)", ""]
         _plot_celebrity(out / f"celebrity-{stamp}.png", celebrity)
+    if compared := results.get("compare"):
+        lines += compare.report_lines(compared)
     lines += capacity(results)
     path = out / f"report-{stamp}.md"
     path.write_text("\n".join(lines) + "\n")
@@ -371,7 +373,7 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
 
 CPU_PARTS = stack.CPU_PARTS
 # How the CPU columns name the parts, in CPU_PARTS' order.
-CPU_LEGEND = "service / image workers / balancer / PG / S3 / bench / media workers"
+CPU_LEGEND = "service / image workers / balancer / PG / S3 / bench / media workers / Redis"
 
 
 def _costs_lines(costs: dict[str, Any]) -> list[str]:

@@ -380,13 +380,13 @@ async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str)
             ),
         )
         meter = deployed.meter
-        feed_http = await _feed_at_f200(ctx, traffic, meter)
+        feed_http = await feed_at_f200(ctx, traffic, meter)
         # The same reads straight to the service processes: what the balancer costs in capacity
         # when it shares the machine's cores (the seed's ALB is a tier of its own).
         direct = []
         if feed_query == "monogram":
             around = Traffic(ctx, [s.url for s in deployed.services], deque())
-            direct = await _feed_at_f200(ctx, around, meter)
+            direct = await feed_at_f200(ctx, around, meter)
         steps = []
         rate = start_rate
         async with _session() as session:
@@ -422,10 +422,11 @@ async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str)
     }
 
 
-async def _feed_at_f200(
-    ctx: Context, traffic: Traffic, meter: stack.CpuMeter
+async def feed_at_f200(
+    ctx: Context, traffic: Traffic, meter: stack.CpuMeter, stop_past_ms: float = 200
 ) -> list[dict[str, Any]]:
-    """Only feed reads of the F = 200 viewers, at rising rates."""
+    """Only feed reads of the F = 200 viewers, at rising rates until p99 passes
+    `stop_past_ms`."""
     followed = _f200(ctx)
     viewers = [ctx.graph.viewer(followed, kind) for kind in ("active", "quiet")]
     cycle = itertools.cycle(viewers)
@@ -445,7 +446,7 @@ async def _feed_at_f200(
             summary["cpu_cores"] = _cores(spent, step.seconds)
             summary["service_cpu_cores"] = round(_service_cpu(spent) / step.seconds, 2)
             steps.append(summary)
-            if summary["p99_ms"] > 200:
+            if summary["p99_ms"] > stop_past_ms:
                 break
     return steps
 
@@ -540,14 +541,7 @@ async def costs(ctx: Context, seconds: float) -> dict[str, Any]:
             "presign": traffic.presign,
             "upload_v1": DirectUploads(ctx, deployed.url).upload,
         }
-        # What every part spends with no request at all (health checks, samplers, sweeps) is
-        # not any request's: it is measured first, once the processes have settled after
-        # their start, and taken off each step.
-        await asyncio.sleep(IDLE_SETTLE_SECONDS)
-        quiet = max(seconds, IDLE_MIN_SECONDS)
-        before = deployed.meter.read()
-        await asyncio.sleep(quiet)
-        idle = {part: cpu / quiet for part, cpu in deployed.meter.since(before).items()}
+        idle = await idle_cores(deployed.meter, seconds)
         measured = {}
         async with _session() as session:
             for name, rate in COST_RATES.items():
@@ -559,10 +553,7 @@ async def costs(ctx: Context, seconds: float) -> dict[str, Any]:
                 measured[name] = {
                     "offered_rate": rate,
                     **stats.summary(step.seconds),
-                    "cpu_ms_per_request": {
-                        part: round(max(cpu - idle[part] * step.seconds, 0.0) * 1000 / done, 3)
-                        for part, cpu in spent.items()
-                    },
+                    "cpu_ms_per_request": cpu_ms_each(spent, idle, step.seconds, done),
                     "api_bytes_per_request": round((stats.sent + stats.received) / done),
                 }
             balancer = await _balancer_cost(ctx, session, deployed, seconds, idle["balancer"])
@@ -575,6 +566,28 @@ async def costs(ctx: Context, seconds: float) -> dict[str, Any]:
         "balancer": balancer,
         "jwt_verify_us": _jwt_verify_us(ctx),
         "native_client": native,
+    }
+
+
+async def idle_cores(meter: stack.CpuMeter, seconds: float) -> dict[str, float]:
+    """What each part spends with no request at all (health checks, samplers, sweeps), in
+    cores: it is no request's, so it is taken off each step. Measured once the processes have
+    settled after their start."""
+    await asyncio.sleep(IDLE_SETTLE_SECONDS)
+    quiet = max(seconds, IDLE_MIN_SECONDS)
+    before = meter.read()
+    await asyncio.sleep(quiet)
+    return {part: cpu / quiet for part, cpu in meter.since(before).items()}
+
+
+def cpu_ms_each(
+    spent: dict[str, float], idle: dict[str, float], seconds: float, done: int
+) -> dict[str, float]:
+    """Each part's CPU milliseconds per request: what it spent over `seconds`, less its idle
+    share, shared among the `done` requests."""
+    return {
+        part: round(max(cpu - idle[part] * seconds, 0.0) * 1000 / max(done, 1), 3)
+        for part, cpu in spent.items()
     }
 
 
@@ -677,8 +690,11 @@ class DirectUploads:
     media_ids: list[int] = field(default_factory=list)
     presign_bodies: list[int] = field(default_factory=list)
     completes: Histogram = field(default_factory=Histogram)  # the complete call alone
+    # When each completed upload began, by the wall clock (the database's ready_at is too).
+    begun: dict[int, float] = field(default_factory=dict)
 
     async def upload(self, session: aiohttp.ClientSession) -> Answer:
+        begun = time.time()
         user = self.rng.choice(self.ctx.graph.readers)
         photo = self.rng.choice(self.ctx.photos)
         auth = self.ctx.auth(user)
@@ -706,7 +722,9 @@ class DirectUploads:
             self.completes.record(time.perf_counter() - started)
             more_sent, more_received = _wire_bytes(answer, 0, len(media))
             if answer.status == 202:
-                self.media_ids.append(orjson.loads(media)["media_id"])
+                media_id = orjson.loads(media)["media_id"]
+                self.media_ids.append(media_id)
+                self.begun[media_id] = begun
             return Answer(answer.status, sent + more_sent, received + more_received)
 
 
@@ -762,7 +780,7 @@ async def v1_uploads(ctx: Context, rates: list[float], feed_rate: float) -> dict
                     ctx.step_seconds,
                 )
                 spent = meter.since(before)
-                drained = await _until_processed(ctx.settings, uploads.media_ids)
+                drained = await until_processed(ctx.settings, uploads.media_ids)
                 steps.append(
                     _v1_step(step, spent, rate, rest_p99, drained, uploads)
                     | await _ready_times(ctx.settings, uploads.media_ids)
@@ -802,7 +820,7 @@ def _v1_step(
     }
 
 
-async def _until_processed(settings: Settings, media_ids: list[int]) -> float | None:
+async def until_processed(settings: Settings, media_ids: list[int]) -> float | None:
     """Seconds until none of the media is processing any more; None past the patience."""
     assert settings.database_url
     conn = await asyncpg.connect(settings.database_url)

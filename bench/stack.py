@@ -75,6 +75,7 @@ CPU_PARTS = (
     "s3",
     "load_generator",
     "media_workers",
+    "redis",
 )
 
 
@@ -107,7 +108,7 @@ class CpuMeter:
 @dataclass(frozen=True)
 class Backends:
     settings: Settings
-    # Processes of the PostgreSQL and S3 started here, by role; none for ones given by URL.
+    # Processes of the PostgreSQL, S3 and Redis started here, by role; none for ones given by URL.
     pids: dict[str, tuple[int, ...]]
 
 
@@ -145,6 +146,8 @@ def backends(workdir: Path, environ: Mapping[str, str]) -> Iterator[Backends]:
             stack.callback(redis.stop)
             redis.start()
             redis_url = redis.url
+            if redis.pid is not None:
+                pids["redis"] = (redis.pid,)
         settings = Settings.from_env(
             {
                 "DATABASE_URL": database_url,

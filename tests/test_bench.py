@@ -74,6 +74,7 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
             "postgresql",
             "s3",
             "load_generator",
+            "redis",
         }  # no media worker runs in the mix: V0's uploads
         # The same reads straight to the processes say what the balancer costs in capacity.
         assert result["feed_http_f200_direct"][0]["ok"] > 0
@@ -167,6 +168,39 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         if native["available"]:  # hey is a Debian package; CI installs it
             assert native["calm"]["ok_per_s"] > 0
             assert set(native["busy"]["statuses"]) <= {"200", "503"}
+    elif scenario == "compare":
+        archs = result["architectures"]
+        assert [(name, a["feed_mode"]) for name, a in archs.items()] == [
+            ("V0", "pull"),
+            ("V1", "push"),
+            ("V2", "hybrid"),
+        ]
+        for name, arch in archs.items():
+            light = arch["light"]
+            acknowledged = light["acknowledged_ms"]["count"]
+            assert acknowledged > 0, (name, light["statuses"])
+            assert light["ready_ms"]["count"] == acknowledged, name  # each became ready
+            assert light["bytes_stored_per_upload"] > light["api_bytes_per_upload"] / 2, name
+            assert arch["cost_per_upload"]["dollars"] > 0
+            assert all(s["ok"] > 0 for s in arch["feed_at_200_per_s"].values()), name
+            assert len(arch["feed_at_200_per_s"]) == 4  # F = 200 and the largest, both kinds
+            assert arch["feed_ramp"][0]["ok"] > 0
+            assert arch["upload_ramp"][0]["statuses"], name
+            assert arch["feed_ran_out"]["busiest"]
+            assert arch["seed_deployment"]["upload_limit"]
+        v0, v1 = archs["V0"]["light"], archs["V1"]["light"]
+        # V0's 2 MB goes through the API and its image workers; V1's goes to S3, and the
+        # media worker does the image work.
+        assert v0["api_bytes_per_upload"] > 1_000_000
+        assert v1["api_bytes_per_upload"] < 4096
+        assert v0["cpu_ms_per_upload"]["image_workers"] > 0
+        assert v1["cpu_ms_per_upload"]["media_workers"] > 0
+        assert "media_workers" not in v0["cpu_ms_per_upload"]
+        assert archs["V0"]["far_images"]["way"] == "origin"
+        assert archs["V0"]["far_images"]["origin_gets_per_page"] == 5
+        if archs["V1"]["far_images"] is not None:  # the edge ways need varnishd
+            assert archs["V1"]["far_images"]["way"] == "edge_warm"
+            assert archs["V1"]["far_images"]["origin_gets_per_page"] == 0
     elif scenario == "upload-storm":
         assert result["feed_p99_at_rest_ms"] > 0
         assert all(s["uploads_stored_per_s"] > 0 for s in result["steps"])
@@ -216,6 +250,10 @@ def test_the_report_has_targets_and_plots(tiny_run: Path) -> None:
     assert "simulated" in text.split("## images:", 1)[1].lower()
     assert "| V1 upload: the API only signs and checks" in claims
     assert "## costs" in text
+    compared = text.split("## compare:", 1)[1].split("\n## ", 1)[0]
+    for row in ("| V0 here", "| V0, the seed", "| V1 here", "| V1, the seed", "| V2 here"):
+        assert row in compared, row
+    assert "cost per upload = " in compared
     for plot in ("feed-vs-follows", "mix", "upload-storm", "celebrity"):
         (png,) = tiny_run.glob(f"{plot}-*.png")
         assert png.read_bytes().startswith(b"\x89PNG")
