@@ -423,10 +423,18 @@ async def _mix(ctx: Context, start_rate: float, max_steps: int, feed_query: str)
 
 
 async def feed_at_f200(
-    ctx: Context, traffic: Traffic, meter: stack.CpuMeter, stop_past_ms: float = 200
+    ctx: Context,
+    traffic: Traffic,
+    meter: stack.CpuMeter,
+    stop_past_ms: float = 200,
+    *,
+    retry_a_miss: bool = False,
 ) -> list[dict[str, Any]]:
     """Only feed reads of the F = 200 viewers, at rising rates until p99 passes
-    `stop_past_ms`."""
+    `stop_past_ms`. With `retry_a_miss`, a step past it runs once more at the same rate, and
+    keeps the first try's figures beside: the first time a rate is reached, every pool grows
+    (PostgreSQL connections open on demand), and that start-up stall is not the rate's
+    steady state."""
     followed = _f200(ctx)
     viewers = [ctx.graph.viewer(followed, kind) for kind in ("active", "quiet")]
     cycle = itertools.cycle(viewers)
@@ -434,17 +442,27 @@ async def feed_at_f200(
     async def read(session: aiohttp.ClientSession) -> Answer:
         return await traffic.feed(session, next(cycle))
 
+    async def one_step(session: aiohttp.ClientSession, rate: float) -> dict[str, Any]:
+        cpu_before = meter.read()
+        step = await open_loop(session, [("feed", 1, read)], rate, ctx.step_seconds)
+        summary: dict[str, Any] = step.summary()["operations"]["feed"]
+        summary["offered_rate"] = rate
+        summary["followed"] = followed
+        spent = meter.since(cpu_before)
+        summary["cpu_cores"] = _cores(spent, step.seconds)
+        summary["service_cpu_cores"] = round(_service_cpu(spent) / step.seconds, 2)
+        return summary
+
     steps = []
     async with _session() as session:
         for rate in ctx.feed_rates:
-            cpu_before = meter.read()
-            step = await open_loop(session, [("feed", 1, read)], rate, ctx.step_seconds)
-            summary = step.summary()["operations"]["feed"]
-            summary["offered_rate"] = rate
-            summary["followed"] = followed
-            spent = meter.since(cpu_before)
-            summary["cpu_cores"] = _cores(spent, step.seconds)
-            summary["service_cpu_cores"] = round(_service_cpu(spent) / step.seconds, 2)
+            summary = await one_step(session, rate)
+            if retry_a_miss and summary["p99_ms"] > stop_past_ms:
+                first = summary
+                summary = await one_step(session, rate)
+                summary["first_try"] = {
+                    key: first[key] for key in ("p50_ms", "p99_ms", "errors", "throughput_per_s")
+                }
             steps.append(summary)
             if summary["p99_ms"] > stop_past_ms:
                 break
