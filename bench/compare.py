@@ -27,6 +27,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,9 @@ from bench.scenarios import (
     idle_cores,
     until_processed,
 )
+
+# Whether a ramp step met the SLO it is judged by.
+Within = Callable[[dict[str, Any]], bool]
 
 
 @dataclass(frozen=True)
@@ -198,12 +202,12 @@ async def _architecture(
         "light": light,
         "feed_at_200_per_s": feeds,
         "feed_ramp": feed_ramp,
-        "best_feed_rate": _best_feed_rate(feed_ramp),
+        "best_feed_rate": _best(feed_ramp, _feed_within_slo),
         "feed_ran_out": _ran_out(feed_ramp, _feed_within_slo),
         "upload_ramp": upload_ramp,
-        "best_upload_rate": _best(upload_ramp, "acknowledged_within_slo"),
-        "best_ready_rate": _best(upload_ramp, "ready_within_slo"),
-        "uploads_ran_out": _ran_out(upload_ramp, lambda s: s["ready_within_slo"]),
+        "best_upload_rate": _best(upload_ramp, _acknowledged_within_slo),
+        "best_ready_rate": _best(upload_ramp, _ready_within_slo),
+        "uploads_ran_out": _ran_out(upload_ramp, _ready_within_slo),
     }
 
 
@@ -350,8 +354,12 @@ def _feed_within_slo(step: dict[str, Any]) -> bool:
     return p99 <= FEED_P99_SLO_MS and step["errors"] <= MAX_FEED_ERRORS * answered
 
 
-def _best_feed_rate(steps: list[dict[str, Any]]) -> float | None:
-    return max((s["offered_rate"] for s in steps if _feed_within_slo(s)), default=None)
+def _acknowledged_within_slo(step: dict[str, Any]) -> bool:
+    return bool(step["acknowledged_within_slo"])
+
+
+def _ready_within_slo(step: dict[str, Any]) -> bool:
+    return bool(step["ready_within_slo"])
 
 
 async def _upload_ramp(
@@ -412,11 +420,12 @@ async def _upload_ramp(
     return steps
 
 
-def _best(steps: list[dict[str, Any]], within: str) -> float | None:
-    return max((s["offered_rate"] for s in steps if s[within]), default=None)
+def _best(steps: list[dict[str, Any]], within: Within) -> float | None:
+    """The highest offered rate among the steps within the SLO; None if none was."""
+    return max((s["offered_rate"] for s in steps if within(s)), default=None)
 
 
-def _ran_out(steps: list[dict[str, Any]], within: Any) -> dict[str, Any] | None:
+def _ran_out(steps: list[dict[str, Any]], within: Within) -> dict[str, Any] | None:
     """At the first step past the SLO (or the last step, if none was), the parts that used
     the most CPU: on two shared cores, the one that ran out first."""
     if not steps:
