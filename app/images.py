@@ -681,9 +681,7 @@ class ImagePool:
         index = self._idle.pop()
         worker = self._running.get(index)
         if worker is None or worker.dead or not worker.process.is_alive():
-            if worker is not None:  # killed or crashed, with a job or while idle
-                self._replaced(worker)
-            worker = self._running[index] = _Worker(index, self._scheduling)
+            worker = self._renewed(index)  # never started, or killed while idle
         try:
             yield worker
         finally:
@@ -695,13 +693,23 @@ class ImagePool:
     def _free(self, index: int, abandoned: asyncio.Future[Any] | None = None) -> None:
         if abandoned is not None and not abandoned.cancelled():
             abandoned.exception()  # nobody waits for it: retrieved, so it is not reported
+        worker = self._running.get(index)
+        if worker is not None and worker.dead:
+            # Replaced now, not when next picked: the pool is whole again before the next job,
+            # and its pids and rebuild count say so at once.
+            self._renewed(index)
         self._idle.append(index)
         self._available.release()
 
-    def _replaced(self, dead: _Worker) -> None:
-        log.error("image worker %s died; starting a new one", dead.process.pid)
-        self._metrics.image_pool_rebuilds.inc()
-        dead.stop()
+    def _renewed(self, index: int) -> _Worker:
+        """A new worker at `index`, in place of the one there if it died."""
+        dead = self._running.get(index)
+        if dead is not None:
+            log.error("image worker %s died; starting a new one", dead.process.pid)
+            self._metrics.image_pool_rebuilds.inc()
+            dead.stop()
+        worker = self._running[index] = _Worker(index, self._scheduling)
+        return worker
 
 
 @asynccontextmanager
