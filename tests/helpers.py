@@ -309,6 +309,14 @@ async def stored_keys(settings: Settings) -> set[str]:
     return keys
 
 
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 30.0) -> None:
+    """Wait for a condition, rather than for a time a loaded machine may not keep to."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "it never happened"
+        await asyncio.sleep(0.05)
+
+
 async def rebuilds(client: Client) -> float:
     text = await (await client.get("/metrics")).text()
     found = re.search(r"^monogram_image_pool_rebuilds_total (\S+)$", text, re.MULTILINE)

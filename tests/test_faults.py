@@ -42,6 +42,7 @@ from tests.helpers import (
     service_process,
     settings_for,
     stored_keys,
+    until,
     upload,
 )
 
@@ -387,7 +388,12 @@ async def test_a_killed_image_worker_fails_its_upload_only_and_is_replaced(
     assert len(before) == 2
     slow = (CORPUS / "apple-heic-gainmap.heic").read_bytes()  # about 0.8 s in a worker
     doomed = asyncio.create_task(upload(client, user, slow))
-    await asyncio.sleep(0.5)  # received and in a worker by now
+
+    async def in_a_worker() -> bool:
+        return len(pool._idle) == 1
+
+    await until(in_a_worker)
+    await asyncio.sleep(0.1)  # into the decode, which takes most of a second
     (busy,) = [w.process.pid for i, w in pool._running.items() if i not in pool._idle]
     os.kill(busy, signal.SIGKILL)
     beside = await asyncio.gather(*(upload(client, user, PHOTO) for _ in range(3)))

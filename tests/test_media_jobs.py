@@ -33,6 +33,7 @@ from tests.helpers import (
     free_port,
     make_users,
     settings_for,
+    until,
     wait_until_processed,
 )
 
@@ -72,13 +73,6 @@ def jobs_by_outcome(metrics_dir: Path) -> dict[str, float]:
                 if sample.name.endswith("_total"):
                     outcomes[sample.labels["outcome"]] = sample.value
     return outcomes
-
-
-async def until(condition: object, seconds: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await condition():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, "it never happened"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_worker_killed_mid_job_leaves_its_media_ready_once_with_one_set_of_objects(
