@@ -339,7 +339,9 @@ async def test_a_slow_silent_or_refusing_s3_fails_uploads_within_the_deadline(
         client = await aiohttp_client(create_app(through_proxy))
         readers, poster = await users_following_one_poster(client, clean_database, 1)
         created = []
+        started = time.monotonic()
         first = await upload(client, poster, PHOTO)
+        healthy = time.monotonic() - started  # body, thumbnail and row: a loaded machine's share
         assert first.status == 201
         created.append((await first.json())["media_id"])
 
@@ -355,7 +357,8 @@ async def test_a_slow_silent_or_refusing_s3_fails_uploads_within_the_deadline(
             proxy.cut()  # pooled S3 connections too
             started = time.monotonic()
             failed = await upload(client, poster, PHOTO)
-            assert time.monotonic() - started < 2.5, f"{fault}: the upload outlived its deadline"
+            took = time.monotonic() - started
+            assert took < through_proxy.s3_deadline + healthy + 0.5, (fault, took, healthy)
             assert failed.status in expected, (fault, await failed.text())
             assert failed.headers["Retry-After"] == "1"
             assert (await failed.json())["error"]["code"] in {
