@@ -244,13 +244,14 @@ def write_markdown(out: Path, stamp: str, results: dict[str, Any], facts: dict[s
         lines += [
             "## thumbnail: CPU ms per image (median)",
             "",
-            "| image | MB | MP | ours: thumbnail | ours: whole worker job | naive: full decode | speedup (thumbnail) |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| image | MB | MP | ours: thumbnail | ours: whole worker job | naive: full decode | speedup (thumbnail) | V1 sizes: one decode | V1 sizes: a decode each |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for name, r in thumb["images"].items():
             lines.append(
                 f"| {name} | {r['bytes'] / 1e6:.1f} | {r['megapixels']} | {r['ours_cpu_ms_median']} | "
-                f"{r['ours_whole_job_cpu_ms_median']} | {r['naive_cpu_ms_median']} | {r['speedup']}x |"
+                f"{r['ours_whole_job_cpu_ms_median']} | {r['naive_cpu_ms_median']} | {r['speedup']}x | "
+                f"{r['v1_sizes_cpu_ms_median']} | {r['v1_sizes_decoded_each_cpu_ms_median']} |"
             )
         lines += ["", thumb["note"] + ".", ""]
     if feed := results.get("feed-vs-follows"):

@@ -49,6 +49,8 @@ def test_each_scenario_writes_its_figures(tiny_run: Path, scenario: str) -> None
         for image in result["images"].values():
             assert image["ours_cpu_ms_median"] > 0
             assert image["naive_cpu_ms_median"] > 0
+            assert image["v1_sizes_cpu_ms_median"] > 0
+            assert image["v1_sizes_decoded_each_cpu_ms_median"] > 0
     elif scenario == "feed-vs-follows":
         assert len(result["points"]) == 6  # 3 values of F, active and quiet
         for point in result["points"]:
