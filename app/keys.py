@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from app.passwords import Passwords
     from app.queue import JobQueue
     from app.ratelimit import AccountThrottles, RateLimiter
+    from app.readiness import Readiness
     from app.storage import Storage
     from app.timelines import Timelines
     from app.uploads import ByteBudget
@@ -47,6 +48,8 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # Overload: each route class's adaptive concurrency limit (app/admission.py).
 ADMISSION: web.AppKey[Admission] = web.AppKey("admission")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
+# /readyz: the dependency checks under way, shared by the probes that arrive meanwhile.
+READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # perf_counter() when the request reached the app: uvloop's clock only has milliseconds.

@@ -24,6 +24,7 @@ from app.keys import (
     LIFECYCLE,
     METRICS,
     RATE_LIMITER,
+    READINESS,
     SETTINGS,
     THROTTLES,
     TOKEN_KEYS,
@@ -44,6 +45,7 @@ from app.ratelimit import (
     add_rate_limit_headers,
     rate_limit_middleware,
 )
+from app.readiness import Readiness
 from app.resources import (
     admission_ctx,
     database_ctx,
@@ -91,6 +93,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.prometheus_multiproc_dir, settings.service_instance or socket.gethostname()
     )
     app[LIFECYCLE] = Lifecycle()
+    app[READINESS] = Readiness(settings.readiness_timeout)
     app[ADMISSION] = Admission(settings, app[METRICS])
     app.on_response_prepare.append(close_connection_while_draining)
     app.on_response_prepare.append(no_sniffing)
