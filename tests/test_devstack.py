@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from app.devstack.postgres import (
     EmbeddedPostgres,
     reachable_bin_dir,
 )
-from app.devstack.runner import S3_KEY_FILE, local_secret
+from app.devstack.runner import S3_KEY_FILE, answers_ready, local_secret
 from app.devstack.s3 import s3_client
 from tests.helpers import CORPUS, ROOT, free_port, wait_until_ready
 
@@ -187,6 +188,23 @@ def test_ctrl_c_stops_everything_and_a_restart_keeps_rows_and_objects(tmp_path: 
             assert response.headers["Content-Type"] == "image/jpeg"
         with urllib.request.urlopen(f"{public}/media/1/late.txt") as response:
             assert response.read() == later
+
+
+def test_a_readiness_probe_answered_with_something_not_http_says_not_ready() -> None:
+    """A probe of a port nobody listens on yet may be connected to itself by the kernel and
+    read its own request back: the runner and the tests then wait on, as for a refusal (a
+    fresh-clone CI run failed a stack test's setup on that echo)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def echo_once() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(conn.recv(4096))
+
+        echo = threading.Thread(target=echo_once, daemon=True)
+        echo.start()
+        assert answers_ready(f"http://127.0.0.1:{server.getsockname()[1]}") is False
+        echo.join(timeout=5)
 
 
 def test_database_url_points_the_stack_at_another_postgresql(

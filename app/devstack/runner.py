@@ -11,6 +11,7 @@ and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import logging
 import os
 import secrets
@@ -245,6 +246,10 @@ def answers_ready(url: str) -> bool:
         with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
             return bool(response.status == 200)
     except OSError:  # refused, timed out, or an HTTP error status
+        return False
+    except http.client.HTTPException:
+        # Not HTTP: polling a port nobody listens on yet, the kernel may pick that very port
+        # as the probe's own, and the probe then reads its request back as the answer.
         return False
 
 
