@@ -31,6 +31,7 @@ from tests.helpers import (
     free_port,
     publish,
     sign_up,
+    until,
 )
 
 
@@ -75,13 +76,6 @@ async def fan_out_worker(client: Client) -> AsyncIterator[None]:
             await asyncio.wait_for(task, 15)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "never happened"
-        await asyncio.sleep(0.05)
-
-
 async def in_timeline(client: Client, reader: User, post: dict[str, Any]) -> bool:
     timelines = client.app[TIMELINES]
     assert timelines is not None
@@ -115,7 +109,7 @@ async def test_a_post_is_fanned_out_to_built_timelines_and_read_from_them(
         later = [await publish(push, author, f"post {i}") for i in range(3)]
         await publish(push, stranger, "nobody follows me")
         for post in later:
-            await eventually(lambda post=post: in_timeline(push, reader, post))
+            await until(lambda post=post: in_timeline(push, reader, post))
     reads = await counter(push, "monogram_timeline_reads")
     assert await pages(push, reader) == await pages(pull, reader)
     assert flat(await pages(push, reader)) == [p["id"] for p in reversed([first, *later])]
@@ -165,12 +159,12 @@ async def test_a_whale_is_pulled_and_an_author_crossing_the_threshold_stays_exac
     await pages(hybrid, reader)  # built
     async with fan_out_worker(hybrid):
         ordinary = await publish(hybrid, author, "one follower: fanned out")
-        await eventually(lambda: in_timeline(hybrid, reader, ordinary))
+        await until(lambda: in_timeline(hybrid, reader, ordinary))
         await hybrid.put(f"/v1/following/{author.id}", headers=second.auth)  # now a whale
         whale = await publish(hybrid, author, "two followers: pulled")
         await hybrid.delete(f"/v1/following/{author.id}", headers=second.auth)  # no longer
         again = await publish(hybrid, author, "one follower again: fanned out")
-        await eventually(lambda: in_timeline(hybrid, reader, again))
+        await until(lambda: in_timeline(hybrid, reader, again))
     assert not await in_timeline(hybrid, reader, whale)  # never written: pulled at read time
     expected = [again["id"], whale["id"], ordinary["id"]]
     assert flat(await pages(hybrid, reader)) == expected
@@ -224,7 +218,7 @@ async def test_with_redis_down_reads_are_pulled_and_fan_out_waits_in_its_queue(
     async with fan_out_worker(push):
         await asyncio.sleep(1.0)  # the job fails against the stopped Redis, and stays queued
         own_redis.start()  # with what it had: the timeline without `during`
-        await eventually(lambda: in_timeline(push, reader, during), seconds=30)
+        await until(lambda: in_timeline(push, reader, during), seconds=30)
     assert flat(await pages(push, reader)) == [during["id"], first["id"]]
     timelines = push.app[TIMELINES]
     assert timelines is not None
