@@ -269,14 +269,15 @@ def make_thumbnail(image_bytes: bytes) -> Thumbnail:
 
     libvips' errors propagate: process_image turns them into ImageRejected.
     """
-    return _thumbnail_of(_downscale(image_bytes, THUMBNAIL_SIZE))
+    thumbnail, _ = make_sizes(image_bytes, ())
+    return thumbnail
 
 
 def make_sizes(
     image_bytes: bytes, renditions: tuple[int, ...]
 ) -> tuple[Thumbnail, tuple[Rendition, ...]]:
-    """The thumbnail and a rendition per size in `renditions` (in that order), each made as
-    make_thumbnail makes its own, from one decode.
+    """The thumbnail and a rendition per size in `renditions` (in that order), each a JPEG
+    that is upright, sRGB, flattened and without metadata, all from one decode.
 
     Each decode of a 12-megapixel JPEG reads all of its entropy-coded data, whatever the
     shrink-on-load: the largest size is made from the bytes, and each smaller one from the
@@ -286,24 +287,19 @@ def make_sizes(
     """
     made: dict[int, Rendition] = {}
     above: pyvips.Image | None = None
-    for size in sorted(set(renditions), reverse=True):
+
+    def next_size(size: int) -> pyvips.Image:
         image = _downscale(image_bytes, size) if above is None else _smaller(above, size)
-        image = image.copy_memory()  # decoded once: encoded, and read by the next size
-        data: bytes = image.jpegsave_buffer(Q=RENDITION_QUALITY, keep="none", optimize_coding=True)
-        made[size] = Rendition(data, size, image.width, image.height)
-        above = image
-    thumb = (
-        _downscale(image_bytes, THUMBNAIL_SIZE)
-        if above is None
-        else _smaller(above, THUMBNAIL_SIZE)
-    )
-    return _thumbnail_of(thumb), tuple(made[size] for size in renditions)
+        return image.copy_memory()  # decoded once: encoded, and read by the next size
 
-
-def _thumbnail_of(thumb: pyvips.Image) -> Thumbnail:
-    thumb = thumb.copy_memory()  # decoded once, read twice: by the JPEG and by the BlurHash
-    data: bytes = thumb.jpegsave_buffer(Q=THUMBNAIL_QUALITY, keep="none")
-    return Thumbnail(data, thumb.width, thumb.height, blurhash(thumb))
+    for size in sorted(set(renditions), reverse=True):
+        above = next_size(size)
+        data: bytes = above.jpegsave_buffer(Q=RENDITION_QUALITY, keep="none", optimize_coding=True)
+        made[size] = Rendition(data, size, above.width, above.height)
+    thumb = next_size(THUMBNAIL_SIZE)  # read twice: by the JPEG and by the BlurHash
+    thumb_data: bytes = thumb.jpegsave_buffer(Q=THUMBNAIL_QUALITY, keep="none")
+    thumbnail = Thumbnail(thumb_data, thumb.width, thumb.height, blurhash(thumb))
+    return thumbnail, tuple(made[size] for size in renditions)
 
 
 def _smaller(image: pyvips.Image, size: int) -> pyvips.Image:

@@ -21,7 +21,7 @@ Checks = dict[str, str]  # "postgresql" and "s3": "ok", or what went wrong in a 
 
 class Readiness:
     def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
+        self._timeout = timeout
         self._asking: asyncio.Task[Checks] | None = None
 
     async def checks(self, database: Database, storage: Storage) -> Checks:
@@ -32,14 +32,13 @@ class Readiness:
         # A probe that goes away leaves the checks running for the others.
         return await asyncio.shield(self._asking)
 
-    def _asked(self, task: asyncio.Task[Checks]) -> None:
-        if task is self._asking:
-            self._asking = None
+    def _asked(self, _: asyncio.Task[Checks]) -> None:
+        self._asking = None  # the only task: a new one starts only once this is None
 
     async def _ask(self, database: Database, storage: Storage) -> Checks:
         postgresql, s3 = await asyncio.gather(
-            _probe(_check_database(database), self.timeout),
-            _probe(storage.check(), self.timeout),
+            _probe(_check_database(database), self._timeout),
+            _probe(storage.check(), self._timeout),
         )
         return {"postgresql": postgresql, "s3": s3}
 
